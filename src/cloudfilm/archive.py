@@ -1,0 +1,75 @@
+"""The archive: index + storage area + settings, shared by every entry point in a process.
+
+DIMSE, HTTP and the CLI each hold one :class:`Archive`; none of them touches the index or the
+blob store except through it and the modules it wires together.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from cloudfilm.access import Action, AuditLog, Decision, Principal, authorize
+from cloudfilm.config import Settings
+from cloudfilm.ingest import IngestResult
+from cloudfilm.ingest import ingest as _ingest
+from cloudfilm.storage.blobs import BlobStore, open_blob_store
+from cloudfilm.storage.database import Database
+
+log = logging.getLogger(__name__)
+
+
+class Archive:
+    def __init__(self, settings: Settings, *, upgrade: bool = True) -> None:
+        self.settings = settings
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.db = Database(settings.resolved_database_url)
+        if upgrade:
+            self.db.upgrade()
+        self.blobs: BlobStore = open_blob_store(settings)
+        self.audit = AuditLog(self.db)
+        self.series_pks: dict[str, tuple[int, int]] = {}
+        """Series UID -> (series pk, study pk) of series already indexed: the ingest fast path."""
+        self._listeners: list[Callable[[IngestResult], None]] = []
+
+    def authorize(
+        self, principal: Principal, action: Action, study_uid: str | None = None, detail: str = ""
+    ) -> Decision:
+        """The one access check (see cloudfilm.access.policy); raises AccessDenied."""
+        return authorize(self.audit, principal, action, study_uid, detail=detail)
+
+    def recover(self) -> int:
+        """Run at start: drop half-written blobs a crash left behind, and re-index any blob
+        whose index row a power cut lost (see storage/recovery.py). Returns the re-indexed."""
+        removed = self.blobs.recover(older_than=60.0)
+        if removed:
+            log.warning("removed %d half-written blob(s) left by an earlier crash", removed)
+        from cloudfilm.storage.recovery import reconcile
+
+        return reconcile(self)
+
+    def ingest(
+        self, data: bytes, *, source: str = "", stored_key: str | None = None
+    ) -> IngestResult:
+        return _ingest(self, data, source=source, stored_key=stored_key)
+
+    def on_stored(self, listener: Callable[[IngestResult], None]) -> None:
+        """Subscribe to newly stored instances (metadata caches, film issuing, forwarding)."""
+        self._listeners.append(listener)
+
+    def notify_stored(self, result: IngestResult) -> None:
+        for listener in self._listeners:
+            try:
+                listener(result)
+            except Exception:
+                log.exception("listener failed for %s", result.sop_instance_uid)
+
+    def close(self) -> None:
+        from cloudfilm.storage.recovery import mark_durable
+
+        try:
+            mark_durable(self)
+        except Exception:
+            log.exception("could not record the index watermark at close")
+        self.audit.close()
+        self.db.dispose()

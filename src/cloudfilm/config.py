@@ -1,0 +1,151 @@
+"""One settings object for every process of cloudfilm.
+
+Values come from, highest priority first: keyword arguments (tests), ``CLOUDFILM_*``
+environment variables, a TOML file (``CLOUDFILM_CONFIG`` or ``./cloudfilm.toml``), defaults.
+The defaults describe the embedded deployment (SQLite + a folder in the data dir), so a fresh
+checkout runs with no configuration at all; the same names point at PostgreSQL and S3 at scale.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+
+class AllowedCaller(BaseModel):
+    """A calling AE allowed to use some DIMSE services (optionally only from one host)."""
+
+    ae_title: str
+    host: str | None = None
+    services: list[Literal["echo", "store", "find", "get", "move"]] = Field(
+        default_factory=lambda: ["echo", "store", "find", "get", "move"]
+    )
+
+
+class MoveDestination(BaseModel):
+    """Where a C-MOVE for a destination AE title is sent: the standard needs a static table."""
+
+    ae_title: str
+    host: str
+    port: int
+
+
+def _toml_path() -> Path:
+    return Path(os.environ.get("CLOUDFILM_CONFIG", "cloudfilm.toml"))
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="CLOUDFILM_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    data_dir: Path = Path("./data")
+    database_url: str | None = None
+    """SQLAlchemy URL; default ``sqlite:///<data_dir>/index.sqlite3``."""
+    blob_url: str | None = None
+    """``file:///path`` or ``s3://bucket/prefix``; default the ``blobs`` folder of the data dir."""
+    s3_endpoint_url: str | None = None
+    s3_region: str | None = None
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: str | None = None
+
+    ae_title: str = "CLOUDFILM"
+    dicom_host: str = "0.0.0.0"
+    dicom_port: int = 11112
+    http_host: str = "0.0.0.0"
+    http_port: int = 8000
+    public_url: str | None = None
+    """The URL people reach the HTTP server at (printed links, QR codes)."""
+    cors_origins: list[str] | None = None
+    """Origins allowed to call DICOMweb from a browser (None: any origin, bearer tokens only)."""
+
+    allowed_callers: list[AllowedCaller] = Field(default_factory=list)
+    """Empty: every calling AE may use every service (a warning says so at start)."""
+    move_destinations: list[MoveDestination] = Field(default_factory=list)
+
+    duplicate_policy: Literal["keep-first", "replace", "reject"] = "keep-first"
+    """What a re-sent SOP Instance UID with *different* bytes does. Same bytes always succeed."""
+    max_instance_bytes: int = 4 * 1024**3
+    max_associations: int = 32
+
+    # The patient's cloud film (cloudfilm.portal).
+    secret_key: str | None = None
+    """Keys film links, access codes and sessions (HMAC). None: a random key kept in
+    ``<data_dir>/secret.key`` (created once, mode 0600). Set it in the environment at scale."""
+    film_stable_seconds: float = 60.0
+    """A film is issued once its study had no new instance for this long and has a report."""
+    session_seconds: int = 2 * 3600
+    """Lifetime of a patient's or a share's browser session."""
+    verify_max_attempts: int = 5
+    """Wrong codes allowed (per film, and per client address) before a lockout."""
+    verify_lockout_seconds: int = 300
+    """First lockout; each further lockout doubles it (capped at a day)."""
+    sms_backend: Literal["log", "webhook"] = "log"
+    sms_webhook_url: str | None = None
+    """POSTed ``{"phone", "message"}`` as JSON by the ``webhook`` backend."""
+    hospital_name: str = "云胶片示范医院"
+    """Shown on patient pages and the printed report when a report names no hospital."""
+    dicom_workers: int = 0
+    """DICOM server processes sharing the port (0: two per core, at most 8)."""
+    http_workers: int = 0
+    """HTTP server processes sharing the listening socket (0: one per core, at most 8)."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (
+            init_settings,
+            env_settings,
+            TomlConfigSettingsSource(settings_cls, toml_file=_toml_path()),
+        )
+
+    @cached_property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'index.sqlite3').resolve()}"
+
+    @cached_property
+    def resolved_blob_url(self) -> str:
+        if self.blob_url:
+            return self.blob_url
+        return (self.data_dir / "blobs").resolve().as_uri()
+
+    @property
+    def http_url(self) -> str:
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = "127.0.0.1" if self.http_host in ("0.0.0.0", "::") else self.http_host
+        return f"http://{host}:{self.http_port}"
+
+    def caller_allowed(self, ae_title: str, host: str | None, service: str) -> bool:
+        """True when the allow-list is empty or names this AE (and host) for this service."""
+        if not self.allowed_callers:
+            return True
+        ae = ae_title.strip()
+        return any(
+            c.ae_title.strip() == ae
+            and (c.host is None or c.host == host)
+            and service in c.services
+            for c in self.allowed_callers
+        )
+
+    def move_destination(self, ae_title: str) -> MoveDestination | None:
+        ae = ae_title.strip()
+        return next((d for d in self.move_destinations if d.ae_title.strip() == ae), None)

@@ -1,0 +1,1 @@
+"""Decoding, transcoding and rendering pixel data; derived output only, originals untouched."""

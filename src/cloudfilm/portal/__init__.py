@@ -1,0 +1,1 @@
+"""The patient's cloud film: reports, films, verification, sessions, shares, pages."""

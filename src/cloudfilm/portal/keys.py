@@ -1,0 +1,106 @@
+"""The server secret and what is derived from it.
+
+Film links and access codes are *derived* from the secret (HMAC of the film id and its
+generation), so the server can print the same link and code again (a lost paper report, the
+demo banner) while the index keeps only their hashes: a copy of the index alone opens nothing.
+Short secrets (6-digit codes, phone suffixes) are hashed with the secret too (an HMAC), since a
+plain hash of a 6-digit number is reversed by trying a million values.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import logging
+import os
+import secrets
+import threading
+
+from cloudfilm.config import Settings
+
+log = logging.getLogger(__name__)
+_lock = threading.Lock()
+_cache: dict[str, bytes] = {}
+
+
+def server_secret(settings: Settings) -> bytes:
+    """``CLOUDFILM_SECRET_KEY`` or, for a single machine, a random key kept in the data dir."""
+    if settings.secret_key:
+        return settings.secret_key.encode("utf-8")
+    path = (settings.data_dir / "secret.key").resolve()
+    with _lock:
+        hit = _cache.get(str(path))
+        if hit is not None:
+            return hit
+        if not path.exists():
+            # Several processes (DIMSE workers) may start at once: write a whole file aside,
+            # then link it into place; whoever links first wins, the others read theirs.
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".secret.{os.getpid()}.{secrets.token_hex(4)}")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_hex(32))
+                fh.flush()
+                os.fsync(fh.fileno())
+            try:
+                os.link(tmp, path)
+                log.warning("created %s; set CLOUDFILM_SECRET_KEY for several servers", path)
+            except FileExistsError:
+                pass
+            finally:
+                tmp.unlink()
+        key = path.read_text().strip().encode("utf-8")
+        _cache[str(path)] = key
+        return key
+
+
+def mac(secret: bytes, *parts: str) -> bytes:
+    return hmac.new(secret, "\x1f".join(parts).encode("utf-8"), hashlib.sha256).digest()
+
+
+def mac_hex(secret: bytes, *parts: str) -> str:
+    return mac(secret, *parts).hex()
+
+
+def link_token(secret: bytes, kind: str, ident: str, generation: int = 1) -> str:
+    """A 256-bit URL-safe token for a film or share link (43 characters)."""
+    raw = mac(secret, "link", kind, ident, str(generation))
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def six_digits(secret: bytes, kind: str, ident: str, generation: int = 1) -> str:
+    raw = mac(secret, "code", kind, ident, str(generation))
+    return f"{int.from_bytes(raw[:8], 'big') % 1_000_000:06d}"
+
+
+def sha256_hex(text: str) -> str:
+    """Lookup key of a long random credential (a link token, a session id)."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def same(a: str, b: str) -> bool:
+    """Constant-time comparison of two hex digests."""
+    return hmac.compare_digest(a.encode("ascii", "replace"), b.encode("ascii", "replace"))
+
+
+def new_id() -> str:
+    """A public handle (film_id, share_id, report_id): random, not a credential."""
+    return secrets.token_hex(8)
+
+
+def digits(text: str) -> str:
+    return "".join(ch for ch in text if ch.isdigit())
+
+
+def phone_key(secret: bytes, phone: str) -> str | None:
+    """The patient's phone number as a key that links films and never shows the number."""
+    number = digits(phone)
+    if len(number) < 6:
+        return None
+    return mac_hex(secret, "phone", number[-11:])
+
+
+def mask_phone(phone: str) -> str:
+    number = digits(phone)
+    return f"{number[:3]}****{number[-4:]}" if len(number) >= 7 else "****"

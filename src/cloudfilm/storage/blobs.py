@@ -1,0 +1,290 @@
+"""The storage area: where the received bytes of every instance live, untouched.
+
+Kept apart from the index (as Orthanc does) so that either can move to another engine. Keys are
+content-addressed (SHA-256), which makes a write idempotent: two writers of the same bytes can
+never corrupt each other, and a re-sent instance with other bytes never overwrites the original.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import BinaryIO, Protocol
+from urllib.parse import urlparse
+from urllib.request import url2pathname
+
+from cloudfilm.config import Settings
+
+CHUNK = 1024 * 1024
+
+
+class BlobNotFound(KeyError):
+    """The key is not in the store."""
+
+
+class BlobStore(Protocol):
+    """What the archive needs from a storage area. ``put`` returns only once bytes are durable."""
+
+    def put(self, key: str, data: bytes) -> None: ...
+
+    def get(self, key: str) -> bytes: ...
+
+    def get_range(self, key: str, start: int, length: int) -> bytes: ...
+
+    def open_stream(self, key: str) -> Iterator[bytes]: ...
+
+    def exists(self, key: str) -> bool: ...
+
+    def delete(self, key: str) -> None: ...
+
+    def list_keys(self, prefix: str = "instances/") -> Iterator[tuple[str, float]]:
+        """Every key under ``prefix`` with its modification time (recovery, orphan sweep)."""
+        ...
+
+    def local_path(self, key: str) -> Path | None:
+        """A filesystem path for zero-copy serving, when the store has one."""
+        ...
+
+    def recover(self) -> int:
+        """Clean up what a crash left half-written; returns how many leftovers were removed."""
+        ...
+
+
+def instance_key(sha256_hex: str, when: datetime | None = None) -> str:
+    """``instances/YYYY/MM/DD/HH/<sha256>.dcm``: the hour of writing is part of the key so that
+    recovery can list just the blobs written since the index was last known durable."""
+    t = when or datetime.now(UTC)
+    return f"instances/{t:%Y/%m/%d/%H}/{sha256_hex}.dcm"
+
+
+def key_hour(key: str) -> datetime | None:
+    """The UTC hour a key was written in, or None for keys of another shape."""
+    parts = key.split("/")
+    if len(parts) != 6 or parts[0] != "instances":
+        return None
+    try:
+        return datetime(int(parts[1]), int(parts[2]), int(parts[3]), int(parts[4]), tzinfo=UTC)
+    except ValueError:
+        return None
+
+
+class FileBlobStore:
+    """A folder on disk. Writes go to a temporary file, are fsynced, then renamed into place."""
+
+    TMP = ".tmp"
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        (root / self.TMP).mkdir(parents=True, exist_ok=True)
+
+    def _path(self, key: str) -> Path:
+        if ".." in key.split("/") or key.startswith("/"):
+            raise ValueError(f"bad blob key {key!r}")
+        return self.root / key
+
+    def put(self, key: str, data: bytes) -> None:
+        final = self._path(key)
+        if final.exists() and final.stat().st_size == len(data):
+            return  # content-addressed: same key, same bytes
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.root / self.TMP / f"{secrets.token_hex(8)}.part"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, final)
+        _fsync_dir(final.parent)
+
+    def get(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except FileNotFoundError as exc:
+            raise BlobNotFound(key) from exc
+
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        try:
+            with open(self._path(key), "rb") as fh:
+                fh.seek(start)
+                return fh.read(length)
+        except FileNotFoundError as exc:
+            raise BlobNotFound(key) from exc
+
+    def open_stream(self, key: str) -> Iterator[bytes]:
+        try:
+            fh: BinaryIO = open(self._path(key), "rb")  # noqa: SIM115 - closed by the generator
+        except FileNotFoundError as exc:
+            raise BlobNotFound(key) from exc
+        return _iter_file(fh)
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def delete(self, key: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self._path(key).unlink()
+
+    def list_keys(self, prefix: str = "instances/") -> Iterator[tuple[str, float]]:
+        base = self._path(prefix.rstrip("/"))
+        if not base.exists():
+            return
+        for dirpath, _dirs, files in os.walk(base):
+            for name in files:
+                p = Path(dirpath) / name
+                with contextlib.suppress(FileNotFoundError):
+                    yield p.relative_to(self.root).as_posix(), p.stat().st_mtime
+
+    def local_path(self, key: str) -> Path | None:
+        return self._path(key)
+
+    def recover(self, older_than: float = 0.0) -> int:
+        """Remove temp files left by a crash. Only called at start, before any writer runs."""
+        removed = 0
+        now = time.time()
+        for p in (self.root / self.TMP).glob("*.part"):
+            with contextlib.suppress(FileNotFoundError):
+                if now - p.stat().st_mtime >= older_than:
+                    p.unlink()
+                    removed += 1
+        return removed
+
+
+def _iter_file(fh: BinaryIO) -> Iterator[bytes]:
+    with fh:
+        while chunk := fh.read(CHUNK):
+            yield chunk
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class S3BlobStore:
+    """Any S3-compatible object store (MinIO, Ceph, AWS S3, Aliyun OSS).
+
+    A PUT is atomic and durable once S3 answers 200, so no temp objects are needed.
+    """
+
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        *,
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        access_key_id: str | None = None,
+        secret_access_key: str | None = None,
+    ) -> None:
+        import boto3
+        from botocore.config import Config
+
+        self.bucket = bucket
+        self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+        self.client = boto3.client(
+            "s3",
+            endpoint_url=endpoint_url,
+            region_name=region or "us-east-1",
+            aws_access_key_id=access_key_id,
+            aws_secret_access_key=secret_access_key,
+            config=Config(
+                max_pool_connections=64,
+                retries={"max_attempts": 5, "mode": "standard"},
+                s3={"addressing_style": "path"},
+            ),
+        )
+
+    def _k(self, key: str) -> str:
+        return self.prefix + key
+
+    def ensure_bucket(self) -> None:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except ClientError:
+            self.client.create_bucket(Bucket=self.bucket)
+
+    def put(self, key: str, data: bytes) -> None:
+        self.client.put_object(Bucket=self.bucket, Key=self._k(key), Body=data)
+
+    def _get(self, key: str, **kw: str) -> BinaryIO:
+        from botocore.exceptions import ClientError
+
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=self._k(key), **kw)["Body"]
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                raise BlobNotFound(key) from exc
+            raise
+
+    def get(self, key: str) -> bytes:
+        return self._get(key).read()
+
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        if length <= 0:
+            return b""
+        return self._get(key, Range=f"bytes={start}-{start + length - 1}").read()
+
+    def open_stream(self, key: str) -> Iterator[bytes]:
+        body = self._get(key)
+        return _iter_file(body)
+
+    def exists(self, key: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self._k(key))
+            return True
+        except ClientError:
+            return False
+
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self._k(key))
+
+    def list_keys(self, prefix: str = "instances/") -> Iterator[tuple[str, float]]:
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=self.prefix + prefix
+        )
+        for page in pages:
+            for obj in page.get("Contents", []):
+                yield obj["Key"][len(self.prefix) :], obj["LastModified"].timestamp()
+
+    def local_path(self, key: str) -> Path | None:
+        return None
+
+    def recover(self, older_than: float = 0.0) -> int:
+        return 0
+
+
+def open_blob_store(settings: Settings) -> BlobStore:
+    url = settings.resolved_blob_url
+    parsed = urlparse(url)
+    if parsed.scheme == "file":
+        return FileBlobStore(Path(url2pathname(parsed.path)))
+    if parsed.scheme == "s3":
+        store = S3BlobStore(
+            parsed.netloc,
+            parsed.path,
+            endpoint_url=settings.s3_endpoint_url,
+            region=settings.s3_region,
+            access_key_id=settings.s3_access_key_id,
+            secret_access_key=settings.s3_secret_access_key,
+        )
+        store.ensure_bucket()
+        return store
+    if not parsed.scheme:
+        return FileBlobStore(Path(url))
+    raise ValueError(f"unsupported CLOUDFILM_BLOB_URL scheme: {url}")

@@ -1,0 +1,111 @@
+"""Index engine set-up: SQLite (WAL) by default, PostgreSQL at scale, one code path for both."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.orm import Session, sessionmaker
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+class Database:
+    """An engine, a session factory and the write discipline for the engine behind it.
+
+    SQLite allows one writer at a time: write transactions start with ``BEGIN IMMEDIATE`` (so a
+    reader never has to upgrade its lock half-way, which fails at once instead of waiting) and
+    are serialised inside the process by a lock, so threads queue instead of spinning on
+    ``database is locked``. PostgreSQL needs neither.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        if self.is_sqlite:
+            path = url.split("///", 1)[1] if "///" in url else ""
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            self.engine: Engine = create_engine(
+                url, connect_args={"check_same_thread": False, "timeout": 60}, pool_size=16
+            )
+            _configure_sqlite(self.engine)
+        else:
+            self.engine = create_engine(url, pool_size=16, max_overflow=16, pool_pre_ping=True)
+        self._session = sessionmaker(self.engine, expire_on_commit=False)
+        self._write_lock = threading.Lock() if self.is_sqlite else None
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        with self._session() as session:
+            yield session
+
+    @contextmanager
+    def write(self, *, durable: bool = True) -> Iterator[Session]:
+        """A transaction that commits on success.
+
+        ``durable=True``: committed means on disk (SQLite synchronous=FULL, PostgreSQL
+        synchronous_commit on). ``durable=False`` is for rows that can be rebuilt from durable
+        data — the ingest path, whose blobs are fsynced first and re-indexed by
+        ``Archive.recover()`` if a power cut drops the last commits; a process crash loses
+        nothing either way.
+        """
+        lock = self._write_lock or contextlib.nullcontext()
+        with lock, self._session() as session:
+            # Opening the connection with these options starts the transaction as IMMEDIATE.
+            conn = session.connection(
+                execution_options={"cloudfilm_immediate": True, "cloudfilm_durable": durable}
+            )
+            if not durable and not self.is_sqlite:
+                conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
+            try:
+                yield session
+                session.commit()
+            except BaseException:
+                session.rollback()
+                raise
+
+    def upgrade(self) -> None:
+        """Bring the schema to the newest Alembic revision (``cloudfilm db upgrade``)."""
+        from alembic import command
+
+        command.upgrade(alembic_config(self.url), "head")
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def alembic_config(url: str):  # type: ignore[no-untyped-def]
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+        dbapi_conn.isolation_level = None  # we emit BEGIN ourselves
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=FULL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA busy_timeout=60000")
+        cur.execute("PRAGMA cache_size=-65536")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn):  # type: ignore[no-untyped-def]
+        options = conn.get_execution_options()
+        if options.get("cloudfilm_immediate"):
+            durable = options.get("cloudfilm_durable", True)
+            conn.exec_driver_sql(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            conn.exec_driver_sql("BEGIN")

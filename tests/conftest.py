@@ -1,0 +1,203 @@
+"""Shared fixtures: real index engines (SQLite and the machine's PostgreSQL), a real archive,
+and ``cloudfilm serve`` running as a subprocess for tests that talk to it over the network.
+
+PostgreSQL tests never skip: when the server at CLOUDFILM_TEST_PG (default
+postgresql+psycopg://postgres@127.0.0.1:5432/postgres) cannot be reached they fail.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+from cloudfilm.archive import Archive
+from cloudfilm.config import Settings
+
+PG_ADMIN_URL = os.environ.get(
+    "CLOUDFILM_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+ENGINES = ["sqlite", "postgresql"]
+DCMTK = Path("/usr/bin")
+"""dcmtk's tools, by absolute path: pynetdicom installs its own echoscu/findscu in the venv."""
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _pg_database() -> Iterator[str]:
+    import psycopg
+
+    name = f"cf_test_{uuid.uuid4().hex[:12]}"
+    dsn = PG_ADMIN_URL.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base = PG_ADMIN_URL.rsplit("/", 1)[0]
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=ENGINES)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty index on each engine."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'index.sqlite3'}"
+    else:
+        yield from _pg_database()
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str) -> Settings:
+    return Settings(data_dir=tmp_path / "data", database_url=database_url)
+
+
+@pytest.fixture
+def archive(settings: Settings) -> Iterator[Archive]:
+    a = Archive(settings)
+    yield a
+    a.close()
+
+
+@dataclass
+class ServerProcess:
+    """``cloudfilm serve`` in a subprocess, on free loopback ports."""
+
+    data_dir: Path
+    database_url: str
+    env_extra: dict[str, str] = field(default_factory=dict)
+    ae_title: str = "CLOUDFILM"
+    dicom_port: int = field(default_factory=free_port)
+    http_port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            {
+                "CLOUDFILM_DATA_DIR": str(self.data_dir),
+                "CLOUDFILM_DATABASE_URL": self.database_url,
+                "CLOUDFILM_AE_TITLE": self.ae_title,
+                "CLOUDFILM_DICOM_HOST": "127.0.0.1",
+                "CLOUDFILM_DICOM_PORT": str(self.dicom_port),
+                "CLOUDFILM_HTTP_HOST": "127.0.0.1",
+                "CLOUDFILM_HTTP_PORT": str(self.http_port),
+                "CLOUDFILM_CONFIG": str(self.data_dir / "none.toml"),
+                # one DICOM and one HTTP process unless a test asks for more: servers start
+                # faster (the DICOMweb tests run with two HTTP processes)
+                "CLOUDFILM_DICOM_WORKERS": "1",
+                "CLOUDFILM_HTTP_WORKERS": "1",
+            }
+        )
+        env.update(self.env_extra)
+        return env
+
+    def start(self, timeout: float = 60.0) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = self.data_dir.parent / f"server-{self.http_port}.log"
+        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "cloudfilm.cli", "serve"],
+            env=self.env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited early:\n{self.log()}")
+            try:
+                if httpx.get(f"{self.http_url}/healthz", timeout=1).status_code == 200:
+                    with socket.create_connection(("127.0.0.1", self.dicom_port), timeout=1):
+                        return
+            except (httpx.HTTPError, OSError):
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"server did not start:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path else ""
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture
+def server_factory(tmp_path: Path, database_url: str) -> Iterator[type[ServerProcess] | object]:
+    started: list[ServerProcess] = []
+
+    def make(**kw: object) -> ServerProcess:
+        s = ServerProcess(
+            data_dir=kw.pop("data_dir", tmp_path / "data"),  # type: ignore[arg-type]
+            database_url=database_url,
+            **kw,  # type: ignore[arg-type]
+        )
+        started.append(s)
+        return s
+
+    yield make
+    for s in started:
+        s.stop()
+
+
+@pytest.fixture
+def server(server_factory) -> ServerProcess:  # type: ignore[no-untyped-def]
+    s = server_factory()
+    s.start()
+    return s
+
+
+def dcmtk(tool: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run one of dcmtk's tools with Nagle off (see NOTES.md) and capture its output."""
+    env = dict(os.environ, TCP_NODELAY="1")
+    return subprocess.run(
+        [str(DCMTK / tool), *args], capture_output=True, text=True, timeout=timeout, env=env
+    )
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    """Keep server logs of failed tests under test-artifacts/ for CI readers."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call" and report.failed:
+        for name in ("server", "server_factory"):
+            if name in getattr(item, "funcargs", {}):
+                tmp = item.funcargs.get("tmp_path")
+                if tmp:
+                    ARTIFACTS.mkdir(exist_ok=True)
+                    for log in Path(tmp).glob("server-*.log"):
+                        shutil.copy(log, ARTIFACTS / f"{item.name}-{log.name}")
