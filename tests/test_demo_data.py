@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import threading
 import time
 import warnings
@@ -562,4 +563,27 @@ def test_another_threads_warning_does_not_exclude_a_file(tmp_path: Path) -> None
             stop.set()
             thread.join()
     _reject_reason.cache_clear()
+    assert reason == ""
+
+
+def test_a_collected_sockets_warning_does_not_exclude_a_file(monkeypatch) -> None:
+    """CI once dropped CT_small.dcm because the garbage collector finalised an unclosed socket
+    (left by a server test) in the middle of the read: that ResourceWarning is not the file's."""
+    from cloudfilm.demo import pydicom_files
+
+    real_dcmread = pydicom.dcmread
+
+    def dcmread_while_a_socket_is_collected(*args, **kwargs):  # type: ignore[no-untyped-def]
+        sock = socket.socket()
+        del sock  # unclosed: Python emits ResourceWarning right here, in this thread
+        return real_dcmread(*args, **kwargs)
+
+    monkeypatch.setattr(pydicom_files.pydicom, "dcmread", dcmread_while_a_socket_is_collected)
+    pydicom_files._reject_reason.cache_clear()
+    try:
+        reason = pydicom_files._reject_reason(
+            pydicom_files.pydicom_data_dir() / "test_files" / "CT_small.dcm"
+        )
+    finally:
+        pydicom_files._reject_reason.cache_clear()
     assert reason == ""

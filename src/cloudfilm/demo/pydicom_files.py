@@ -88,7 +88,9 @@ def _warnings_of_this_thread() -> Iterator[list[str]]:
     ``warnings.catch_warnings(record=True)`` is process-wide: a warning from any other
     thread (a server running in the same process, say) would be blamed on the file being
     read and the file wrongly left out. The hook runs in the thread that warns, so the
-    thread id tells them apart.
+    thread id tells them apart. ResourceWarnings pass through too: they come from the garbage
+    collector finalising some unclosed socket or file, and the collector runs in whatever
+    thread happens to allocate at that moment, so they say nothing about the file being read.
     """
     me = threading.get_ident()
     caught: list[str] = []
@@ -97,7 +99,7 @@ def _warnings_of_this_thread() -> Iterator[list[str]]:
         passthrough = warnings.showwarning
 
         def hook(message, category, filename, lineno, file=None, line=None):  # type: ignore[no-untyped-def]
-            if threading.get_ident() == me:
+            if threading.get_ident() == me and not issubclass(category, ResourceWarning):
                 caught.append(str(message))
             else:
                 passthrough(message, category, filename, lineno, file, line)
