@@ -21,6 +21,7 @@ from pynetdicom.sop_class import (
 
 from .conftest import ServerProcess, dcmtk, free_port
 from .factory import make_dataset, to_bytes
+from .procs import child_pids
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -496,22 +497,6 @@ def test_get_with_pynetdicom_scu(server: ServerProcess, tmp_path: Path) -> None:
     assert [str(r.PatientName) for r in results] == ["Test^Patient"]
 
 
-def _worker_pids(parent: int) -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            # the command name (2nd field, in parentheses) may hold spaces: split after it
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            cmdline = (entry / "cmdline").read_bytes()
-        except (OSError, IndexError, ValueError):
-            continue
-        if ppid == parent and b"dicom-worker" in cmdline:
-            pids.append(int(entry.name))
-    return pids
-
-
 def test_worker_processes_share_the_port_and_die_with_the_server(
     server_factory,
     tmp_path: Path,  # type: ignore[no-untyped-def]
@@ -521,9 +506,9 @@ def test_worker_processes_share_the_port_and_die_with_the_server(
     server = server_factory(env_extra={"CLOUDFILM_DICOM_WORKERS": "3"})
     server.start()
     deadline = time.monotonic() + 30
-    while len(_worker_pids(server.proc.pid)) < 2 and time.monotonic() < deadline:
+    while len(child_pids(server.proc.pid, b"dicom-worker")) < 2 and time.monotonic() < deadline:
         time.sleep(0.2)
-    workers = _worker_pids(server.proc.pid)
+    workers = child_pids(server.proc.pid, b"dicom-worker")
     assert len(workers) == 2
     time.sleep(3)  # let the workers finish importing and bind
     errors: list[str] = []

@@ -14,6 +14,7 @@ from cloudfilm.demo import DemoManifest
 from cloudfilm.storage.database import Database
 from cloudfilm.storage.models import AuditEvent
 from tests.dicomweb.conftest import DicomWeb, start_server, stow
+from tests.procs import child_pids
 
 FRAMES = 'multipart/related; type="application/octet-stream"; transfer-syntax=*'
 
@@ -172,21 +173,6 @@ def test_demo_banner_gives_a_working_read_token(dw: DicomWeb) -> None:
         assert http.get("/dicom-web/studies", headers=old).status_code == 401
 
 
-def _children(parent: int, role: bytes) -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            cmdline = (entry / "cmdline").read_bytes()
-        except (OSError, IndexError, ValueError):
-            continue
-        if ppid == parent and role in cmdline:
-            pids.append(int(entry.name))
-    return pids
-
-
 def _cpu_ticks(pid: int) -> int:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return int(fields[11]) + int(fields[12])  # utime + stime
@@ -204,9 +190,9 @@ def test_http_worker_processes_share_the_load_and_die_with_the_server(
     try:
         pid = server.server.proc.pid  # type: ignore[union-attr]
         deadline = time.monotonic() + 30
-        while len(_children(pid, b"http-worker")) < 2 and time.monotonic() < deadline:
+        while len(child_pids(pid, b"http-worker")) < 2 and time.monotonic() < deadline:
             time.sleep(0.2)
-        workers = _children(pid, b"http-worker")
+        workers = child_pids(pid, b"http-worker")
         assert len(workers) == 2
         ct = demo.study("ct")
         with server.http("write") as http:
