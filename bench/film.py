@@ -139,6 +139,7 @@ def run(order: str, files: list[Path], accession: str, study_uid: str, stable: f
         hospital.close()
         server.stop()
         gateway.httpd.shutdown()
+        gateway.httpd.server_close()
 
 
 def download(server, token: str, film: dict) -> dict:  # type: ignore[no-untyped-def,type-arg]

@@ -62,7 +62,8 @@ def s3_settings(tmp_path: Path, database_url: str, endpoint: str) -> Settings:
 @pytest.fixture(params=["file", "s3"])
 def store(request: pytest.FixtureRequest, tmp_path: Path, s3_endpoint: str):  # type: ignore[no-untyped-def]
     if request.param == "file":
-        return FileBlobStore(tmp_path / "blobs")
+        yield FileBlobStore(tmp_path / "blobs")
+        return
     s = S3BlobStore(
         f"b{os.urandom(4).hex()}",
         "prefix",
@@ -71,7 +72,8 @@ def store(request: pytest.FixtureRequest, tmp_path: Path, s3_endpoint: str):  # 
         secret_access_key="test",
     )
     s.ensure_bucket()
-    return s
+    yield s
+    s.close()
 
 
 def test_put_get_range_stream_delete(store) -> None:  # type: ignore[no-untyped-def]

@@ -72,4 +72,5 @@ class Archive:
         except Exception:
             log.exception("could not record the index watermark at close")
         self.audit.close()
+        self.blobs.close()
         self.db.dispose()

@@ -78,6 +78,7 @@ class SmsGateway:
 
     def close(self) -> None:
         self.httpd.shutdown()
+        self.httpd.server_close()
 
 
 @pytest.fixture

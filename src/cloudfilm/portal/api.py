@@ -82,14 +82,15 @@ async def post_report(request: Request, archive: ArchiveDep, principal: Principa
             raise Problem(400, "the body must be a JSON object")
         given, source = ReportFields.from_mapping(body), "json"
     elif ctype == "multipart/form-data":
-        form = await request.form(max_part_size=MAX_PDF_BYTES)
-        upload = form.get("pdf")
-        if upload is None or isinstance(upload, str):
-            raise Problem(400, "multipart reports need a 'pdf' file part")
-        pdf = await upload.read()
+        # the context closes the spooled temporary file behind the upload, also on errors
+        async with request.form(max_part_size=MAX_PDF_BYTES) as form:
+            upload = form.get("pdf")
+            if upload is None or isinstance(upload, str):
+                raise Problem(400, "multipart reports need a 'pdf' file part")
+            pdf = await upload.read()
+            values = {k: v for k, v in form.items() if isinstance(v, str)}
         if not pdf.startswith(b"%PDF"):
             raise Problem(415, "the 'pdf' part is not a PDF")
-        values = {k: v for k, v in form.items() if isinstance(v, str)}
         try:
             extracted = fields_from_text(pdf_text(pdf))
         except ReportError as exc:

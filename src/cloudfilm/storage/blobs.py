@@ -54,6 +54,10 @@ class BlobStore(Protocol):
         """Clean up what a crash left half-written; returns how many leftovers were removed."""
         ...
 
+    def close(self) -> None:
+        """Release connections (the archive closes its store when it closes)."""
+        ...
+
 
 def instance_key(sha256_hex: str, when: datetime | None = None) -> str:
     """``instances/YYYY/MM/DD/HH/<sha256>.dcm``: the hour of writing is part of the key so that
@@ -156,6 +160,9 @@ class FileBlobStore:
                     p.unlink()
                     removed += 1
         return removed
+
+    def close(self) -> None:
+        pass  # nothing held open between calls
 
 
 def _iter_file(fh: BinaryIO) -> Iterator[bytes]:
@@ -267,6 +274,9 @@ class S3BlobStore:
 
     def recover(self, older_than: float = 0.0) -> int:
         return 0
+
+    def close(self) -> None:
+        self.client.close()
 
 
 def open_blob_store(settings: Settings) -> BlobStore:
