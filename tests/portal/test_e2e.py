@@ -25,19 +25,10 @@ from pypdf import PdfReader
 from cloudfilm.access.tokens import create_token
 from cloudfilm.demo import write_demo
 from cloudfilm.storage.database import Database
+from tests.browser import chromium
 from tests.conftest import ARTIFACTS, ServerProcess, dcmtk
 from tests.portal.conftest import REPORT, SmsGateway
 
-CHROMIUM = os.environ.get("CLOUDFILM_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--use-angle=swiftshader",
-    "--use-gl=angle",
-    "--enable-unsafe-swiftshader",
-]
 VIEWER_BUILT = (
     Path(__file__).resolve().parents[2] / "src" / "cloudfilm" / "static" / "viewer" / "index.html"
 )
@@ -81,14 +72,8 @@ def film_server(tmp_path: Path, sms_gateway: SmsGateway) -> Iterator[tuple[Serve
 
 @pytest.fixture
 def browser() -> Iterator[object]:
-    from playwright.sync_api import sync_playwright
-
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium")
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    with chromium() as b:
         yield b
-        b.close()
 
 
 def test_the_whole_cloud_film_flow_in_a_browser(

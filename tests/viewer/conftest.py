@@ -7,7 +7,6 @@ console under test-artifacts/.
 from __future__ import annotations
 
 import contextlib
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -19,20 +18,11 @@ import pytest
 from cloudfilm.access.tokens import create_token
 from cloudfilm.demo import DemoManifest, write_demo
 from cloudfilm.storage.database import Database
+from tests.browser import chromium
 from tests.conftest import ARTIFACTS, ServerProcess
 
 REPO = Path(__file__).resolve().parents[2]
 VIEWER_BUILD = REPO / "src" / "cloudfilm" / "static" / "viewer" / "index.html"
-CHROMIUM = os.environ.get("CLOUDFILM_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--use-angle=swiftshader",
-    "--use-gl=angle",
-    "--enable-unsafe-swiftshader",
-    "--no-sandbox",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
 CT_SLICES = 40
 CT_SIZE = 256
 
@@ -92,14 +82,8 @@ def viewer_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ViewerSe
 
 @pytest.fixture(scope="session")
 def browser() -> Iterator[object]:
-    from playwright.sync_api import sync_playwright
-
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium (scripts/setup.sh does)")
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    with chromium() as b:
         yield b
-        b.close()
 
 
 @pytest.hookimpl(hookwrapper=True)
