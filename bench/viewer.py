@@ -26,17 +26,10 @@ import subprocess
 import sys
 import time
 
+from tests.browser import CHROMIUM, CHROMIUM_ARGS  # the same browser set-up as the tests
+
 from bench.common import WORK, ct_files, save, start_cloudfilm
 
-CHROMIUM_ARGS = [
-    "--use-angle=swiftshader",
-    "--use-gl=angle",
-    "--enable-unsafe-swiftshader",
-    "--no-sandbox",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
 THROTTLE = {
     "offline": False,
     "latency": 10,
@@ -163,7 +156,7 @@ def main() -> None:
     }
     try:
         with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             # Warm-up: server caches (series metadata) and the browser binary itself.
             one_run(browser, url, thin.series_uid, False, True, 120)
             scenarios = [("loopback", False, True)]
