@@ -587,3 +587,18 @@ def test_a_collected_sockets_warning_does_not_exclude_a_file(monkeypatch) -> Non
     finally:
         pydicom_files._reject_reason.cache_clear()
     assert reason == ""
+
+
+def test_a_codecs_complaint_about_a_broken_file_stays_off_the_console(capfd) -> None:  # type: ignore[no-untyped-def]
+    """OpenJPEG writes straight to file descriptor 2 when it meets one of pydicom's broken
+    JPEG 2000 files; the demo keeps that out of ``serve --demo``'s console and in the reason."""
+    from cloudfilm.demo.pydicom_files import _reject_reason, pydicom_data_dir
+
+    broken = pydicom_data_dir() / "test_files" / "JPEG2000-embedded-sequence-delimiter.dcm"
+    _reject_reason.cache_clear()
+    try:
+        reason = _reject_reason(broken)
+    finally:
+        _reject_reason.cache_clear()
+    assert "Invalid number of tiles" in reason
+    assert "Invalid number of tiles" not in capfd.readouterr().err

@@ -14,7 +14,10 @@ Files are read straight from the installed package: no download is attempted.
 
 from __future__ import annotations
 
+import os
 import shutil
+import sys
+import tempfile
 import threading
 import warnings
 from collections.abc import Iterator
@@ -48,10 +51,13 @@ def _reject_reason(path: Path) -> str:
     """
     if any(word in path.name.lower() for word in _BROKEN_BY_NAME):
         return "broken by design (file name)"
-    with _warnings_of_this_thread() as caught:
+    with _warnings_of_this_thread() as caught, _native_stderr() as native:
         reason = _inspect(path)
     if reason:
-        return reason
+        said = " ".join(native.decode(errors="replace").split())
+        return f"{reason} ({said[:120]})" if said else reason
+    if native:
+        os.write(2, native)  # not about a rejected file: let it through
     if caught:
         return f"warning on read: {caught[0][:80]}"
     return ""
@@ -106,6 +112,28 @@ def _warnings_of_this_thread() -> Iterator[list[str]]:
 
         warnings.showwarning = hook
         yield caught
+
+
+@contextmanager
+def _native_stderr() -> Iterator[bytearray]:
+    """Capture what C libraries write straight to file descriptor 2 while a file is decoded.
+
+    OpenJPEG prints "Invalid number of tiles…" for one of pydicom's deliberately broken files;
+    on the console of ``cloudfilm serve --demo`` that reads like a failure of ours. The text
+    becomes part of the file's skip reason in the manifest instead.
+    """
+    captured = bytearray()
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield captured
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            captured.extend(sink.read())
 
 
 def copy_pydicom_files(dest: Path, root: Path) -> tuple[list[PydicomFile], list[dict[str, str]]]:
