@@ -60,7 +60,7 @@ def serve(demo: bool) -> None:
     children = dicom_workers.start_workers(n_dicom - 1)
     sock = http_workers.listening_socket(settings.http_host, settings.http_port)
     children += http_workers.start_workers(sock, http_workers.worker_count(settings) - 1)
-    server = http_workers.uvicorn_server(create_app(archive))
+    server = http_workers.uvicorn_server(create_app(archive), settings)
     _print_banner(settings, lines)
 
     def _stop(*_args: object) -> None:

@@ -66,6 +66,11 @@ class Settings(BaseSettings):
     http_port: int = 8000
     public_url: str | None = None
     """The URL people reach the HTTP server at (printed links, QR codes)."""
+    trusted_proxies: list[str] = Field(default_factory=lambda: ["127.0.0.1", "::1"])
+    """Reverse proxies (addresses or networks such as ``10.0.0.0/8``) whose X-Forwarded-For and
+    X-Forwarded-Proto are believed. Behind a TLS proxy on another host, list it here, or every
+    patient has the proxy's address: one shared guessing limit, one address in the audit.
+    Anyone else's forwarding headers are ignored, so they cannot dodge the per-address limit."""
     cors_origins: list[str] | None = None
     """Origins allowed to call DICOMweb from a browser (None: any origin, bearer tokens only)."""
 

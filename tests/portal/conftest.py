@@ -109,9 +109,10 @@ class Portal:
     """Holds a write+read API token: the reporting system and the desk."""
     clients: list[TestClient] = field(default_factory=list)
 
-    def browser(self, client_ip: str = "10.0.0.1") -> TestClient:
+    def browser(self, client_ip: str = "10.0.0.1", *, https: bool = False) -> TestClient:
         """A fresh cookie jar, like a new browser (from its own address)."""
-        c = TestClient(self.app, client=(client_ip, 50000))  # type: ignore[arg-type]
+        base = "https://testserver" if https else "http://testserver"
+        c = TestClient(self.app, base_url=base, client=(client_ip, 50000))  # type: ignore[arg-type]
         self.clients.append(c)
         return c
 

@@ -224,15 +224,12 @@ def test_writes_need_the_csrf_token_and_our_origin(portal: Portal) -> None:
 
 def test_sessions_expire_and_cookies_are_locked_down(portal: Portal) -> None:
     case = portal.film_case()
-    c = portal.browser()
-    r = c.post(
-        "/api/verify",
-        json={"token": case["token"], "code": case["access_code"]},
-        headers={"X-Forwarded-Proto": "https"},
-    )
+    c = portal.browser(https=True)  # behind TLS (directly, or a trusted proxy said so)
+    r = c.post("/api/verify", json={"token": case["token"], "code": case["access_code"]})
     cookie = r.headers["set-cookie"].lower()
     assert "httponly" in cookie and "samesite=lax" in cookie and "secure" in cookie
     page = c.get(f"/p/films/{case['film_id']}")
+    assert page.headers["strict-transport-security"].startswith("max-age=")
     assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
     assert page.headers["referrer-policy"] == "no-referrer"
     hrefs = " ".join(part.split('"')[0] for part in page.text.split('href="')[1:])

@@ -42,9 +42,17 @@ def listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def uvicorn_server(app: FastAPI) -> uvicorn.Server:
+def uvicorn_server(app: FastAPI, settings: Settings) -> uvicorn.Server:
     return uvicorn.Server(
-        uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=5)
+        uvicorn.Config(
+            app,
+            log_level="warning",
+            access_log=False,
+            timeout_graceful_shutdown=5,
+            # the client address and scheme from X-Forwarded-* of these peers only
+            proxy_headers=True,
+            forwarded_allow_ips=settings.trusted_proxies,
+        )
     )
 
 
@@ -61,7 +69,7 @@ def run_worker(fd: int) -> None:
     die_with_parent()
     sock = socket.socket(fileno=fd)
     archive = Archive(Settings(), upgrade=False)
-    server = uvicorn_server(create_app(archive, background=False))
+    server = uvicorn_server(create_app(archive, background=False), archive.settings)
     gc.collect()
     gc.freeze()  # as in serve
     try:

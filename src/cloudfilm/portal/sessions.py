@@ -55,9 +55,10 @@ class SessionRefused(Problem):
 
 
 def is_https(request: Request, archive: Archive) -> bool:
+    # a trusted proxy's X-Forwarded-Proto is already in the scheme (see trusted_proxies);
+    # anyone else's is not believed
     public = archive.settings.public_url or ""
-    forwarded = request.headers.get("x-forwarded-proto", "")
-    return request.url.scheme == "https" or public.startswith("https") or forwarded == "https"
+    return request.url.scheme == "https" or public.startswith("https")
 
 
 def start_session(
