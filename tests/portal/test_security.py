@@ -53,6 +53,22 @@ def test_brute_force_of_the_code_is_locked_out(portal: Portal) -> None:
     assert len(denials) >= 30 and any("locked" in d for d in denials)
 
 
+def test_unknown_links_are_refused_and_audited_without_the_token(portal: Portal) -> None:
+    stranger = portal.browser("10.6.6.6")
+    made_up = "A" * 43
+    r = stranger.post("/api/verify", json={"token": made_up, "code": "123456"})
+    assert r.status_code == 404
+    assert stranger.post("/api/shares/open", json={"token": made_up}).status_code == 404
+    portal.archive.audit.flush()
+    with portal.archive.db.read() as s:
+        rows = s.execute(
+            select(AuditEvent.action, AuditEvent.outcome, AuditEvent.detail, AuditEvent.resource)
+            .where(AuditEvent.client == "10.6.6.6")
+        ).all()  # fmt: skip
+    assert {(a, o) for a, o, _d, _r in rows} == {("verify", "deny"), ("open", "deny")}
+    assert all(made_up not in d and made_up not in r for _a, _o, d, r in rows)
+
+
 def test_one_address_guessing_across_films_is_locked_out(portal: Portal) -> None:
     cases = [portal.film_case() for _ in range(5)]
     spare = portal.film_case()

@@ -184,6 +184,10 @@ def open_share(archive: Archive, token: str, code: str, client: str) -> Share:
     """The share behind a link, checked: active, and its extra code right (if it has one)."""
     share = share_by_token(archive, token)
     if share is None:
+        archive.audit.record(
+            principal="anonymous", action="open", resource="", outcome="deny",
+            detail="unknown share link", client=client,
+        )  # fmt: skip
         raise VerifyFailed(404, "分享链接无效。", "This share link is not valid.")
     from cloudfilm.portal.sessions import share_films
 

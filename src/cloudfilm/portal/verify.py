@@ -144,6 +144,11 @@ def verify_film(archive: Archive, token: str, code: str, client: str) -> Film:
     """The film whose link this is, when ``code`` is its access code or phone suffix."""
     film = film_by_token(archive, token)
     if film is None:
+        # a refusal like any other, but the token itself is a credential: never recorded
+        archive.audit.record(
+            principal="anonymous", action="verify", resource="", outcome="deny",
+            detail="unknown or replaced film link", client=client,
+        )  # fmt: skip
         raise VerifyFailed(404, "链接无效或已失效。", "This link is not valid (any more).")
     secret = keys.server_secret(archive.settings)
     entered = keys.digits(code)[:6] if len(keys.digits(code)) == 6 else "x"
