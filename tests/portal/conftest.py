@@ -48,12 +48,21 @@ class SmsGateway:
 
     def __init__(self) -> None:
         self.messages: list[dict[str, str]] = []
+        self.posts = 0
+        self.fail_next = 0
+        """How many of the next POSTs to answer 503 (the gateway being down)."""
         self.received = threading.Condition()
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                outer.posts += 1
+                if outer.fail_next > 0:
+                    outer.fail_next -= 1
+                    self.send_response(503)
+                    self.end_headers()
+                    return
                 with outer.received:
                     outer.messages.append(json.loads(body))
                     outer.received.notify_all()

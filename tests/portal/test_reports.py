@@ -43,6 +43,30 @@ def test_report_before_images_waits_then_film_and_sms(portal: Portal, sms: SmsGa
     assert page.status_code == 200 and "访问码" in page.text
 
 
+def test_an_sms_the_gateway_refused_is_sent_later(portal: Portal, sms: SmsGateway) -> None:
+    """Nothing acknowledged is lost: a film issued while the SMS gateway is down gets its SMS
+    once the gateway is back, from the same server (after a back-off) or after a restart."""
+    from cloudfilm.portal.films import FilmIssuer
+
+    sms.fail_next = 3  # every attempt of the first send
+    study_uid = portal.study(accession="ACC-SMS-DOWN")
+    portal.report(accession_number="ACC-SMS-DOWN", phone="13900001111")
+    portal.issue()
+    assert portal.hospital.get("/api/films", params={"study_uid": study_uid}).status_code == 200
+    assert (sms.posts, sms.messages) == (3, [])
+    portal.issue()  # the gateway is back, but this server waits its back-off out
+    assert sms.posts == 3
+    restarted = FilmIssuer(portal.archive)
+    restarted.run_once()
+    [msg] = sms.wait(1)
+    assert msg["phone"] == "13900001111" and "/f/" in msg["message"]
+    restarted.run_once()
+    portal.issue()
+    assert len(sms.messages) == 1, "sent once, not again"
+    film = portal.hospital.get("/api/films", params={"study_uid": study_uid}).json()
+    assert film["notified_at"] is not None
+
+
 def test_a_film_waits_until_the_study_is_stable(portal: Portal) -> None:
     portal.archive.settings.film_stable_seconds = 1.5
     study_uid = portal.study(accession="ACC-STABLE")

@@ -188,6 +188,30 @@ def notify_film(archive: Archive, film: Film, notifier: Notifier) -> bool:
     return True
 
 
+SMS_RETRY_DAYS = 3
+"""How long the issuer keeps trying to send a film's SMS (a link days late is still useful;
+a week late it would surprise the patient more than help)."""
+
+
+def unsent_films(archive: Archive) -> list[Film]:
+    """Recent films issued with a phone number whose SMS has not gone out (the gateway was
+    down, or the server stopped between issuing and sending)."""
+    cutoff = utcnow() - timedelta(days=SMS_RETRY_DAYS)
+    with archive.db.read() as session:
+        rows = session.execute(
+            select(Film)
+            .where(
+                Film.notified_at.is_(None),
+                Film.issued_at >= cutoff,
+                Film.phone_hash.is_not(None),
+                Film.revoked_at.is_(None),
+            )
+            .order_by(Film.pk)
+            .limit(1000)
+        ).scalars()
+        return list(rows)
+
+
 def ready_studies(archive: Archive, stable_seconds: float) -> list[str]:
     """Studies with a current matched report, no film, and no new instance for a while."""
     cutoff = utcnow() - timedelta(seconds=stable_seconds)
@@ -209,6 +233,10 @@ def ready_studies(archive: Archive, stable_seconds: float) -> list[str]:
 
 
 PURGE_EVERY = 600.0
+SMS_RETRY_SECONDS = 30.0
+"""First wait after a failed SMS; doubled at each further failure, up to an hour."""
+SMS_RETRY_MAX_SECONDS = 3600.0
+SMS_NO_PHONE_RECHECK_SECONDS = 600.0
 
 
 def purge_expired(archive: Archive) -> int:
@@ -232,6 +260,9 @@ class FilmIssuer:
         self.scanner = DicomReportScanner(archive)
         self.marks: tuple[int | None, int | None] = (None, None)
         self.purged_at = 0.0
+        self.sms_retry_seconds = SMS_RETRY_SECONDS
+        self.sms_next_try: dict[str, float] = {}
+        self.sms_failures: dict[str, int] = {}
         self.wake = threading.Event()
         self.stopping = False
         self.thread = threading.Thread(target=self._run, name="film-issuer", daemon=True)
@@ -265,11 +296,33 @@ class FilmIssuer:
             if not created:
                 continue
             issued.append(film)
-            try:
-                notify_film(self.archive, film, self.notifier)
-            except Exception:
-                log.exception("could not send the SMS for film %s", film.film_id)
+            self._send_sms(film)
+        now = time.monotonic()
+        for film in unsent_films(self.archive):
+            if self.sms_next_try.get(film.film_id, 0.0) <= now:
+                self._send_sms(film)
         return issued
+
+    def _send_sms(self, film: Film) -> None:
+        """Send now; on failure try again later with back-off (the next passes find the film
+        unsent, also after a restart), so a gateway outage delays the SMS but never drops it."""
+        try:
+            sent = notify_film(self.archive, film, self.notifier)
+        except Exception as exc:
+            failures = self.sms_failures.get(film.film_id, 0) + 1
+            self.sms_failures[film.film_id] = failures
+            delay = min(SMS_RETRY_MAX_SECONDS, self.sms_retry_seconds * 2 ** (failures - 1))
+            self.sms_next_try[film.film_id] = time.monotonic() + delay
+            log.warning(
+                "SMS for film %s not sent (%s); attempt %d, next in %.0f s",
+                film.film_id, exc, failures, delay,
+            )  # fmt: skip
+            return
+        self.sms_failures.pop(film.film_id, None)
+        if sent:
+            self.sms_next_try.pop(film.film_id, None)
+        else:  # the current report no longer gives a phone number
+            self.sms_next_try[film.film_id] = time.monotonic() + SMS_NO_PHONE_RECHECK_SECONDS
 
     def _run(self) -> None:
         interval = max(0.2, min(1.0, self.archive.settings.film_stable_seconds / 5))

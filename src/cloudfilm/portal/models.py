@@ -10,7 +10,16 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from cloudfilm.storage.models import Base, utcnow
@@ -58,6 +67,8 @@ class Film(Base):
     """The patient's cloud film of one study: a link and an access code, stored as hashes."""
 
     __tablename__ = "portal_films"
+    # the issuer's retry of unsent SMS (migration 0006)
+    __table_args__ = (Index("ix_portal_films_notified_issued", "notified_at", "issued_at"),)
 
     pk: Mapped[int] = mapped_column(Integer, primary_key=True)
     film_id: Mapped[str] = mapped_column(String(32), unique=True)
