@@ -180,6 +180,16 @@ def server(server_factory) -> ServerProcess:  # type: ignore[no-untyped-def]
     return s
 
 
+@pytest.fixture(scope="session")
+def browser() -> Iterator[object]:
+    """One Chromium for the whole run (each test opens its own contexts): Playwright's sync
+    API cannot start a second instance while one is running, whatever the test order."""
+    from tests.browser import chromium
+
+    with chromium() as b:
+        yield b
+
+
 def dcmtk(tool: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """Run one of dcmtk's tools with Nagle off (see NOTES.md) and capture its output."""
     env = dict(os.environ, TCP_NODELAY="1")

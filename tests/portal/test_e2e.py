@@ -25,7 +25,6 @@ from pypdf import PdfReader
 from cloudfilm.access.tokens import create_token
 from cloudfilm.demo import write_demo
 from cloudfilm.storage.database import Database
-from tests.browser import chromium
 from tests.conftest import ARTIFACTS, ServerProcess, dcmtk
 from tests.portal.conftest import REPORT, SmsGateway
 
@@ -68,12 +67,6 @@ def film_server(tmp_path: Path, sms_gateway: SmsGateway) -> Iterator[tuple[Serve
         if server.log_path and os.environ.get("CI"):
             ARTIFACTS.mkdir(exist_ok=True)
             (ARTIFACTS / "portal-e2e-server.log").write_text(server.log())
-
-
-@pytest.fixture
-def browser() -> Iterator[object]:
-    with chromium() as b:
-        yield b
 
 
 def test_the_whole_cloud_film_flow_in_a_browser(

@@ -18,7 +18,6 @@ import pytest
 from cloudfilm.access.tokens import create_token
 from cloudfilm.demo import DemoManifest, write_demo
 from cloudfilm.storage.database import Database
-from tests.browser import chromium
 from tests.conftest import ARTIFACTS, ServerProcess
 
 REPO = Path(__file__).resolve().parents[2]
@@ -78,12 +77,6 @@ def viewer_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ViewerSe
         yield ViewerServer(server=server, demo=demo, token=token)
     finally:
         server.stop()
-
-
-@pytest.fixture(scope="session")
-def browser() -> Iterator[object]:
-    with chromium() as b:
-        yield b
 
 
 @pytest.hookimpl(hookwrapper=True)
