@@ -97,6 +97,28 @@ def test_a_corrected_report_replaces_the_old_and_keeps_it(portal: Portal) -> Non
     assert versions[0][2] == REPORT["impression"]
 
 
+def test_a_corrected_phone_number_gets_the_link_and_the_old_one_stops_working(
+    portal: Portal, sms: SmsGateway
+) -> None:
+    """The first report had a wrong number: the correction moves the phone check and the SMS
+    login to the right number and sends the link there."""
+    case = portal.film_case(phone="13900000001")
+    assert [m["phone"] for m in sms.wait(1)] == ["13900000001"]
+    acc = portal.archive.db.read().__enter__().execute(
+        select(Report.accession_number).where(Report.study_uid == case["study_uid"])
+    ).scalar_one()  # fmt: skip
+    portal.report(accession_number=acc, phone="13822223333")
+    portal.issue()
+    assert [m["phone"] for m in sms.wait(2)] == ["13900000001", "13822223333"]
+    portal.issue()
+    assert len(sms.messages) == 2, "sent once to the new number"
+    token = case["token"]
+    old = portal.browser("10.2.2.2").post("/api/verify", json={"token": token, "code": "000001"})
+    assert old.status_code == 401
+    new = portal.browser("10.2.2.3").post("/api/verify", json={"token": token, "code": "223333"})
+    assert new.status_code == 200
+
+
 def virtual_printer_pdf(exam_number: str) -> bytes:
     """A report as a hospital's reporting system prints it (the layout of seed 003)."""
     pdfmetrics.registerFont(UnicodeCIDFont("STSong-Light"))

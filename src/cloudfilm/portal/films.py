@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from cloudfilm.portal import keys
@@ -25,6 +25,8 @@ from cloudfilm.portal.reports import DicomReportScanner, match_waiting
 from cloudfilm.storage.models import Study, utcnow
 
 if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
     from cloudfilm.archive import Archive
 
 log = logging.getLogger(__name__)
@@ -188,23 +190,53 @@ def notify_film(archive: Archive, film: Film, notifier: Notifier) -> bool:
     return True
 
 
+def follow_phone_correction(session: Session, archive: Archive, study_uid: str, phone: str) -> bool:
+    """A corrected report with another phone number: checking by the phone's last 6 digits and
+    the SMS login follow the new number, and the link goes to it (the issuer's next pass finds
+    the film unsent). True when the film changed; the caller's transaction commits it."""
+    digits = keys.digits(phone)
+    if len(digits) < 6:  # a correction without a number keeps the one we have
+        return False
+    film = session.execute(select(Film).where(Film.study_uid == study_uid)).scalars().first()
+    if film is None:  # no film yet: it will be issued with the current report's number
+        return False
+    secret = keys.server_secret(archive.settings)
+    new_key = keys.phone_key(secret, digits)
+    if film.phone_key == new_key:
+        return False
+    film.phone_hash = phone_hash(secret, film.film_id, digits[-6:])
+    film.phone_key = new_key
+    film.notified_at = None
+    return True
+
+
 SMS_RETRY_DAYS = 3
 """How long the issuer keeps trying to send a film's SMS (a link days late is still useful;
 a week late it would surprise the patient more than help)."""
 
 
 def unsent_films(archive: Archive) -> list[Film]:
-    """Recent films issued with a phone number whose SMS has not gone out (the gateway was
-    down, or the server stopped between issuing and sending)."""
+    """Films with a phone number whose SMS has not gone out (the gateway was down, the server
+    stopped between issuing and sending, or a corrected report changed the number), issued or
+    corrected in the last few days."""
     cutoff = utcnow() - timedelta(days=SMS_RETRY_DAYS)
+    corrected = (
+        select(Report.pk)
+        .where(
+            Report.study_uid == Film.study_uid,
+            Report.current.is_(True),
+            Report.received_at >= cutoff,
+        )
+        .exists()
+    )
     with archive.db.read() as session:
         rows = session.execute(
             select(Film)
             .where(
                 Film.notified_at.is_(None),
-                Film.issued_at >= cutoff,
                 Film.phone_hash.is_not(None),
                 Film.revoked_at.is_(None),
+                or_(Film.issued_at >= cutoff, corrected),
             )
             .order_by(Film.pk)
             .limit(1000)

@@ -271,7 +271,17 @@ def save_report(
         )
         row.study_uid = matched
         session.add(row)
+        rekeyed = False
+        if matched and version > 1:
+            from cloudfilm.portal.films import follow_phone_correction  # films imports us
+
+            rekeyed = follow_phone_correction(session, archive, matched, row.phone)
     log.info("report %s v%d (%s) matched=%s", row.report_id, version, source, bool(row.study_uid))
+    if rekeyed:
+        archive.audit.record(
+            principal="system:films", action="update", resource=str(matched), outcome="allow",
+            detail=f"report v{version} corrected the phone number: link to be sent to it",
+        )  # fmt: skip
     return row
 
 
