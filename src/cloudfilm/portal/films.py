@@ -292,7 +292,6 @@ class FilmIssuer:
         self.scanner = DicomReportScanner(archive)
         self.marks: tuple[int | None, int | None] = (None, None)
         self.purged_at = 0.0
-        self.sms_retry_seconds = SMS_RETRY_SECONDS
         self.sms_next_try: dict[str, float] = {}
         self.sms_failures: dict[str, int] = {}
         self.wake = threading.Event()
@@ -343,7 +342,7 @@ class FilmIssuer:
         except Exception as exc:
             failures = self.sms_failures.get(film.film_id, 0) + 1
             self.sms_failures[film.film_id] = failures
-            delay = min(SMS_RETRY_MAX_SECONDS, self.sms_retry_seconds * 2 ** (failures - 1))
+            delay = min(SMS_RETRY_MAX_SECONDS, SMS_RETRY_SECONDS * 2 ** (failures - 1))
             self.sms_next_try[film.film_id] = time.monotonic() + delay
             log.warning(
                 "SMS for film %s not sent (%s); attempt %d, next in %.0f s",
