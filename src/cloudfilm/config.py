@@ -82,6 +82,14 @@ class Settings(BaseSettings):
     """What a re-sent SOP Instance UID with *different* bytes does. Same bytes always succeed."""
     max_instance_bytes: int = 4 * 1024**3
     max_associations: int = 32
+    dicom_artim_timeout: float = 30.0
+    """Seconds a new connection has to send its A-ASSOCIATE-RQ, and a peer to close after the
+    release or abort (the ARTIM timer, PS3.8 9.1.5): a silent connection costs nothing for long."""
+    dicom_idle_timeout: float = 60.0
+    """An established association on which nothing arrives for this long is aborted."""
+    dicom_max_pdu: int = 0
+    """The largest PDU we accept (the Maximum Length we announce); 0: unlimited, fewest
+    round trips. Peers' own limits are always kept when we send."""
 
     # The patient's cloud film (cloudfilm.portal).
     secret_key: str | None = None

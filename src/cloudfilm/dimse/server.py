@@ -77,9 +77,9 @@ def build_ae(archive: Archive) -> AE:
     settings = archive.settings
     ae = AE(ae_title=settings.ae_title)
     ae.maximum_associations = settings.max_associations
-    ae.maximum_pdu_size = 0  # no limit: peers may send large PDUs, far fewer round trips
-    ae.network_timeout = 60
-    ae.acse_timeout = 30
+    ae.maximum_pdu_size = settings.dicom_max_pdu  # 0: no limit, far fewer round trips
+    ae.network_timeout = settings.dicom_idle_timeout
+    ae.acse_timeout = settings.dicom_artim_timeout
     ae.dimse_timeout = 300
     syntaxes = transfer_syntaxes()
     ae.add_supported_context(Verification)
