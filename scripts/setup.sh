@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Idempotent set-up shared by the two README commands: Debian packages the project talks to
-# (dcmtk as a DICOM peer, Chromium for browser tests, Orthanc for benchmarks), a virtual
-# environment with the pinned Python packages, and the viewer build when its sources changed.
+# (dcmtk as a DICOM peer, Chromium for browser tests, Orthanc as a DICOM peer in tests and for
+# benchmarks), a virtual environment with the pinned Python packages, and the viewer build when
+# its sources changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 want_apt=(dcmtk openjph-tools)
 if [ "${CLOUDFILM_SETUP_TEST:-0}" = 1 ]; then
-  want_apt+=(chromium chromium-driver)
+  want_apt+=(chromium chromium-driver orthanc orthanc-dicomweb)
 fi
 missing=()
 for p in "${want_apt[@]}"; do
