@@ -13,6 +13,7 @@ from cloudfilm.access import Action, AuditLog, Decision, Principal, authorize
 from cloudfilm.config import Settings
 from cloudfilm.ingest import IngestResult
 from cloudfilm.ingest import ingest as _ingest
+from cloudfilm.ingest.group_commit import GroupCommit
 from cloudfilm.storage.blobs import BlobStore, open_blob_store
 from cloudfilm.storage.database import Database
 
@@ -28,6 +29,7 @@ class Archive:
             self.db.upgrade()
         self.blobs: BlobStore = open_blob_store(settings)
         self.audit = AuditLog(self.db)
+        self.group_commit = GroupCommit(self.db)
         self.series_pks: dict[str, tuple[int, int]] = {}
         """Series UID -> (series pk, study pk) of series already indexed: the ingest fast path."""
         self._listeners: list[Callable[[IngestResult], None]] = []
@@ -49,9 +51,15 @@ class Archive:
         return reconcile(self)
 
     def ingest(
-        self, data: bytes, *, source: str = "", stored_key: str | None = None
+        self,
+        data: bytes,
+        *,
+        source: str = "",
+        stored_key: str | None = None,
+        sha256: str | None = None,
     ) -> IngestResult:
-        return _ingest(self, data, source=source, stored_key=stored_key)
+        """``sha256``: the hex digest of ``data`` when the caller hashed it on arrival."""
+        return _ingest(self, data, source=source, stored_key=stored_key, sha256=sha256)
 
     def on_stored(self, listener: Callable[[IngestResult], None]) -> None:
         """Subscribe to newly stored instances (metadata caches, film issuing, forwarding)."""

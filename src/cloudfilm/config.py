@@ -87,6 +87,9 @@ class Settings(BaseSettings):
     release or abort (the ARTIM timer, PS3.8 9.1.5): a silent connection costs nothing for long."""
     dicom_idle_timeout: float = 60.0
     """An established association on which nothing arrives for this long is aborted."""
+    dicom_store_path: Literal["event-loop", "pynetdicom"] = "event-loop"
+    """Who serves associations that only store (and echo): our event-driven upper layer, or
+    pynetdicom like every other association (kept for comparison and as a fall-back)."""
     dicom_max_pdu: int = 0
     """The largest PDU we accept (the Maximum Length we announce); 0: unlimited, fewest
     round trips. Peers' own limits are always kept when we send."""

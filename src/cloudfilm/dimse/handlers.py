@@ -58,10 +58,12 @@ class Handlers:
 
     # -- who is calling -------------------------------------------------------------------
     def principal(self, event: Event, service: str) -> Principal:
-        """The calling AE as a principal; its scope is what the allow-list grants this service."""
         requestor = event.assoc.requestor
         ae = requestor.ae_title.strip() if isinstance(requestor.ae_title, str) else ""
-        host = requestor.address
+        return self.principal_for(ae, requestor.address, service)
+
+    def principal_for(self, ae: str, host: str, service: str) -> Principal:
+        """The calling AE as a principal; its scope is what the allow-list grants this service."""
         allowed = self.settings.caller_allowed(ae, host, service)
         scopes = frozenset({SERVICE_SCOPES[service]}) if allowed else frozenset()
         return Principal(kind="ae", id=f"{ae}@{host}", scopes=scopes, client=host)
@@ -72,32 +74,45 @@ class Handlers:
         return SUCCESS if p.scopes else NOT_AUTHORIZED
 
     # -- C-STORE --------------------------------------------------------------------------
-    def store(self, event: Event) -> Dataset | int:
-        assoc = event.assoc
-        allowed = getattr(assoc, "_cloudfilm_store_allowed", None)
-        if allowed is None:
-            try:
-                self.archive.authorize(
-                    self.principal(event, "store"), Action.WRITE, None, "C-STORE"
-                )
-                allowed = True
-            except AccessDenied:
-                allowed = False
-            assoc._cloudfilm_store_allowed = allowed  # one decision per association
-        if not allowed:
-            return _status(NOT_AUTHORIZED, "calling AE may not store here")
+    def may_store(self, ae: str, host: str) -> bool:
+        """One audited decision per association (both receive paths ask once)."""
         try:
-            data = event.encoded_dataset(include_meta=True)
-            result = self.archive.ingest(data, source=f"dimse:{assoc.requestor.ae_title}")
+            self.archive.authorize(
+                self.principal_for(ae, host, "store"), Action.WRITE, None, "C-STORE"
+            )
+        except AccessDenied:
+            return False
+        return True
+
+    def receive(self, data: bytes, ae: str, *, sha256: str | None = None) -> tuple[int, str]:
+        """Hand one received instance to the one ingest function; the C-STORE status to answer.
+
+        Shared by pynetdicom's handler and the event-driven store path, so both give the same
+        statuses for the same bytes.
+        """
+        try:
+            result = self.archive.ingest(data, source=f"dimse:{ae}", sha256=sha256)
         except Rejected as exc:
-            log.warning("C-STORE refused from %s: %s", assoc.requestor.ae_title, exc.message)
-            return _status(exc.reason.dimse_status, exc.message)
+            log.warning("C-STORE refused from %s: %s", ae, exc.message)
+            return exc.reason.dimse_status, exc.message
         except Exception:
             log.exception("C-STORE failed")
-            return _status(0xA700, "out of resources: could not store")
+            return 0xA700, "out of resources: could not store"
         if result.is_warning:
-            return _status(WARNING_COERCION, "already stored with other content; kept first")
-        return SUCCESS
+            return WARNING_COERCION, "already stored with other content; kept first"
+        return SUCCESS, ""
+
+    def store(self, event: Event) -> Dataset | int:
+        assoc = event.assoc
+        ae = assoc.requestor.ae_title.strip() if isinstance(assoc.requestor.ae_title, str) else ""
+        allowed = getattr(assoc, "_cloudfilm_store_allowed", None)
+        if allowed is None:
+            allowed = self.may_store(ae, assoc.requestor.address)
+            assoc._cloudfilm_store_allowed = allowed
+        if not allowed:
+            return _status(NOT_AUTHORIZED, "calling AE may not store here")
+        status, comment = self.receive(event.encoded_dataset(include_meta=True), ae)
+        return _status(status, comment) if comment else status
 
     # -- C-FIND ---------------------------------------------------------------------------
     def find(self, event: Event) -> Iterator[tuple[int, Dataset | None]]:

@@ -11,7 +11,7 @@ import contextlib
 import logging
 import socket
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import (
@@ -25,7 +25,9 @@ from pynetdicom.sop_class import (
 )
 from pynetdicom.transport import ThreadedAssociationServer
 
+from cloudfilm.dimse.commitment import STORAGE_COMMITMENT, StorageCommitment
 from cloudfilm.dimse.handlers import Handlers
+from cloudfilm.dimse.router import StoreRouter
 
 if TYPE_CHECKING:
     from cloudfilm.archive import Archive
@@ -66,11 +68,25 @@ class NoDelayAssociationServer(ThreadedAssociationServer):
             self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         super().server_bind()
 
+    router: StoreRouter | None = None
+    """Set once the server runs: every accepted connection goes to it first (see router.py)."""
+
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
         client, address = super().get_request()
         with contextlib.suppress(OSError):
             client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return client, address
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if self.router is None:
+            super().process_request(request, client_address)
+        else:
+            self.router.adopt(request, client_address)
+
+    def shutdown(self) -> None:
+        super().shutdown()
+        if self.router is not None:
+            self.router.close()
 
 
 def build_ae(archive: Archive) -> AE:
@@ -96,6 +112,9 @@ def build_ae(archive: Archive) -> AE:
         StudyRootQueryRetrieveInformationModelMove,
     ):
         ae.add_supported_context(sop, syntaxes)
+    # Storage Commitment: the modality is SCU; we accept its (optional) role proposal as SCU
+    # and never the SCP role (we send reports, we do not take them).
+    ae.add_supported_context(STORAGE_COMMITMENT, scu_role=True, scp_role=False)
     if settings.allowed_callers:
         ae.require_calling_aet = sorted({c.ae_title.strip() for c in settings.allowed_callers})
     return ae
@@ -119,6 +138,7 @@ def start_dicom_server(
         (evt.EVT_C_FIND, h.find),
         (evt.EVT_C_GET, h.get),
         (evt.EVT_C_MOVE, h.move),
+        (evt.EVT_N_ACTION, StorageCommitment(h).action),
     ]
     server_class = type(
         "CloudfilmAssociationServer", (NoDelayAssociationServer,), {"reuse_port": reuse_port}
@@ -129,6 +149,8 @@ def start_dicom_server(
         server_class=server_class,
     )
     ae._servers.append(server)  # as AE.start_server does, so server.shutdown() works
+    if settings.dicom_store_path == "event-loop":
+        server.router = StoreRouter(server, h)
     threading.Thread(target=server.serve_forever, name="dicom-acceptor", daemon=True).start()
     log.info(
         "DICOM %s listening on %s:%d", settings.ae_title, settings.dicom_host, settings.dicom_port

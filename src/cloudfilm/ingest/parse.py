@@ -8,16 +8,19 @@ reason a hospital engineer can act on.
 
 from __future__ import annotations
 
+import contextlib
 import io
-import json
 import re
 import warnings
 import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 import pydicom
+from pydicom import config
 from pydicom.charset import python_encoding
+from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
@@ -198,8 +201,33 @@ def _decode_everything(ds: Dataset) -> None:
                 _decode_everything(item)
 
 
+_VALUES: dict[tuple[Any, ...], Any] = {}
+"""Decoded values of the indexed attributes, keyed like ``_FRAGMENTS``: reading 25 attributes
+through pydicom's keyword lookup cost more than the rest of the parse."""
+
+
+def _value(ds: Dataset, kw: str) -> Any:
+    tag = tag_for_keyword(kw)
+    assert tag is not None
+    elem = ds._dict.get(tag)
+    if elem is None:
+        return None
+    key = _memo_key(tag, elem, str(ds._dict.get(0x00080005, "") and ds.SpecificCharacterSet))
+    if key is None:
+        return ds[tag].value
+    try:
+        return _VALUES[key]
+    except KeyError:
+        pass
+    value = ds[tag].value
+    if len(_VALUES) >= _FRAGMENTS_MAX:
+        _VALUES.clear()
+    _VALUES[key] = value
+    return value
+
+
 def _text(ds: Dataset, kw: str, limit: int = 256) -> str:
-    value = ds.get(kw)
+    value = _value(ds, kw)
     if value is None:
         return ""
     if isinstance(value, pydicom.multival.MultiValue):
@@ -208,7 +236,7 @@ def _text(ds: Dataset, kw: str, limit: int = 256) -> str:
 
 
 def _int(ds: Dataset, kw: str) -> int | None:
-    value = ds.get(kw)
+    value = _value(ds, kw)
     try:
         return int(value) if value not in (None, "") else None
     except (TypeError, ValueError):
@@ -216,7 +244,7 @@ def _int(ds: Dataset, kw: str) -> int | None:
 
 
 def _extract_attributes(ds: Dataset, p: ParsedInstance) -> None:
-    pn = ds.get("PatientName")
+    pn = _value(ds, "PatientName")
     alphabetic = ideographic = phonetic = ""
     if pn is not None and str(pn):
         alphabetic, ideographic, phonetic = (
@@ -264,11 +292,60 @@ def _bulk_marker(elem: DataElement) -> str:
     return f"bulk:{elem.tag:08X}"
 
 
+_FRAGMENTS: dict[tuple[Any, ...], Any] = {}
+"""DICOM JSON of element values seen before, keyed by their raw bytes: the 300 slices of a
+series repeat most of their header, and converting a value is most of an ingest's CPU."""
+_FRAGMENTS_MAX = 50_000
+_MEMO_MAX_VALUE = 256
+
+
 def dataset_json(ds: Dataset, *, strict: bool = False) -> str:
-    """DICOM JSON (PS3.18 F.2) of the data set without its bulk data, for the metadata cache."""
-    body = ds.to_json_dict(
-        bulk_data_threshold=BULK_THRESHOLD,
-        bulk_data_element_handler=_bulk_marker,
-        suppress_invalid_tags=not strict,
-    )
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+    """DICOM JSON (PS3.18 F.2) of the data set without its bulk data, for the metadata cache.
+
+    Same output as pydicom's ``Dataset.to_json_dict``; public, unambiguous elements of up to
+    256 bytes are converted once per distinct raw value and character set (``_FRAGMENTS``).
+    """
+    body: dict[str, Any] = {}
+    charset = str(ds.get("SpecificCharacterSet", "") or "")
+    context = contextlib.nullcontext() if strict else config.strict_reading()
+    with context:
+        for tag, elem in list(ds._dict.items()):
+            key = _memo_key(tag, elem, charset)
+            if key is not None:
+                fragment = _FRAGMENTS.get(key)
+                if fragment is not None:
+                    body[f"{tag:08X}"] = fragment
+                    continue
+            try:
+                fragment = ds[tag].to_json_dict(
+                    bulk_data_element_handler=_bulk_marker, bulk_data_threshold=BULK_THRESHOLD
+                )
+            except Exception:
+                if strict:
+                    raise
+                continue  # as suppress_invalid_tags does: the element is left out
+            if key is not None:
+                if len(_FRAGMENTS) >= _FRAGMENTS_MAX:
+                    _FRAGMENTS.clear()
+                _FRAGMENTS[key] = fragment
+            body[f"{tag:08X}"] = fragment
+    return orjson.dumps(body).decode()
+
+
+def _memo_key(tag: int, elem: Any, charset: str) -> tuple[Any, ...] | None:
+    if not isinstance(elem, RawDataElement) or tag & 0x00010000 or tag == PIXEL_DATA:
+        return None  # converted already, private (VR depends on the creator), or bulk
+    value = elem.value
+    if value is None or len(value) > _MEMO_MAX_VALUE:
+        return None
+    vr = elem.VR or dictionary_VR_or_none(tag)
+    if vr is None or vr == "SQ" or " " in vr:
+        return None  # unknown, a sequence, or "US or SS": depends on other elements
+    return (tag, vr, value, elem.is_little_endian, charset)
+
+
+def dictionary_VR_or_none(tag: int) -> str | None:
+    try:
+        return dictionary_VR(tag)
+    except KeyError:
+        return None

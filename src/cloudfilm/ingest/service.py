@@ -13,11 +13,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Literal
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from cloudfilm.ingest.errors import Rejected, RejectReason
+from cloudfilm.ingest.index_sql import HotStatements
 from cloudfilm.ingest.parse import ParsedInstance, parse_instance
 from cloudfilm.storage.blobs import instance_key
 from cloudfilm.storage.models import Instance, Patient, Series, Study, utcnow
@@ -48,7 +49,12 @@ class IngestResult:
 
 
 def ingest(
-    archive: Archive, data: bytes, *, source: str = "", stored_key: str | None = None
+    archive: Archive,
+    data: bytes,
+    *,
+    source: str = "",
+    stored_key: str | None = None,
+    sha256: str | None = None,
 ) -> IngestResult:
     """Check, store and index one DICOM Part-10 instance; return once it is durable.
 
@@ -62,7 +68,7 @@ def ingest(
             f"{archive.settings.max_instance_bytes} bytes",
         )
     parsed = parse_instance(data)
-    sha = hashlib.sha256(data).hexdigest()
+    sha = sha256 or hashlib.sha256(data).hexdigest()
 
     early = _existing(archive, parsed.sop_instance_uid)
     if early is not None:
@@ -81,10 +87,17 @@ def ingest(
     for attempt in range(5):
         try:
             fresh: dict[str, tuple[int, int]] = {}
+
+            def work(
+                session: Session, fresh: dict[str, tuple[int, int]] = fresh
+            ) -> tuple[IngestResult, str | None]:
+                fresh.clear()  # a batch that failed runs again alone
+                return _index(session, archive, parsed, key, sha, len(data), fresh)
+
             # The blob is durable already; the index row can be rebuilt from it, so its
-            # commit need not wait for the disk (see Archive.recover).
-            with archive.db.write(durable=False) as session:
-                result, old_key = _index(session, archive, parsed, key, sha, len(data), fresh)
+            # commit need not wait for the disk (see Archive.recover), and it is shared with
+            # the instances other associations store at the same moment (group commit).
+            result, old_key = archive.group_commit.run(work)
             if len(archive.series_pks) > 100_000:
                 archive.series_pks.clear()
             archive.series_pks.update(fresh)  # only once committed
@@ -107,11 +120,14 @@ def ingest(
     return result
 
 
+_EXISTING = "SELECT sha256, blob_key FROM instances WHERE sop_uid = {}"
+
+
 def _existing(archive: Archive, sop_uid: str) -> tuple[str, str] | None:
+    """Plain SQL on a pooled connection: asked once per instance, so the ORM's cost counts."""
+    sql = _EXISTING.format("?" if archive.db.is_sqlite else "%s")
     with archive.db.engine.connect() as conn:
-        row = conn.execute(
-            select(Instance.sha256, Instance.blob_key).where(Instance.sop_uid == sop_uid)
-        ).first()
+        row = conn.exec_driver_sql(sql, (sop_uid,)).first()
     return (row[0], row[1]) if row else None
 
 
@@ -154,11 +170,9 @@ def _index(
     fresh: dict[str, tuple[int, int]],
 ) -> tuple[IngestResult, str | None]:
     now = utcnow()
-    conn = session.connection()
-    exists = conn.execute(
-        select(Instance.pk).where(Instance.sop_uid == parsed.sop_instance_uid)
-    ).first()
-    current = session.get(Instance, exists[0]) if exists else None
+    hot = HotStatements(session)
+    exists = hot.exists(parsed.sop_instance_uid)
+    current = session.get(Instance, exists) if exists is not None else None
     if current is not None:
         decided = _decide_duplicate(archive, parsed, (current.sha256, current.blob_key), sha, size)
         if decided is not None:
@@ -191,8 +205,8 @@ def _index(
         received_at=now,
         **parsed.instance,
     )
-    conn.execute(insert(Instance.__table__).values(**values))
-    _bump(session, series_pk, study_pk, size, 1, now, new_series=new_series)
+    hot.insert_instance(values)
+    hot.bump(series_pk, study_pk, size, 1, now, new_series)
     return _result(parsed, "stored", size), None
 
 
