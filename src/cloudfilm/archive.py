@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 from cloudfilm.access import Action, AuditLog, Decision, Principal, authorize
 from cloudfilm.config import Settings
@@ -30,6 +31,8 @@ class Archive:
         self.blobs: BlobStore = open_blob_store(settings)
         self.audit = AuditLog(self.db)
         self.group_commit = GroupCommit(self.db)
+        self.blob_writer = ThreadPoolExecutor(max_workers=16, thread_name_prefix="blob-put")
+        """Blob writes run here while the ingesting thread parses (see ingest.ingest)."""
         self.series_pks: dict[str, tuple[int, int]] = {}
         """Series UID -> (series pk, study pk) of series already indexed: the ingest fast path."""
         self._listeners: list[Callable[[IngestResult], None]] = []
@@ -80,5 +83,6 @@ class Archive:
         except Exception:
             log.exception("could not record the index watermark at close")
         self.audit.close()
+        self.blob_writer.shutdown(wait=True)
         self.blobs.close()
         self.db.dispose()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Literal
@@ -67,19 +68,25 @@ def ingest(
             f"instance of {len(data)} bytes exceeds the limit of "
             f"{archive.settings.max_instance_bytes} bytes",
         )
-    parsed = parse_instance(data)
     sha = sha256 or hashlib.sha256(data).hexdigest()
-
-    early = _existing(archive, parsed.sop_instance_uid)
-    if early is not None:
-        decided = _decide_duplicate(archive, parsed, early, sha, len(data))
-        if decided is not None:
-            return decided
-
     key = stored_key or instance_key(sha)
+    # The blob is written and fsynced in another thread while this one parses: the disk's
+    # wait and the parser's CPU overlap. Bad input or a duplicate then removes what was
+    # written (unless an earlier copy of the same bytes uses that very key).
+    writing = None if stored_key else archive.blob_writer.submit(archive.blobs.put, key, data)
     try:
-        if stored_key is None:
-            archive.blobs.put(key, data)
+        parsed = parse_instance(data)
+        early = _existing(archive, parsed.sop_instance_uid)
+        decided = _decide_duplicate(archive, parsed, early, sha, len(data)) if early else None
+    except BaseException:
+        _discard(archive, writing, key)
+        raise
+    if decided is not None:
+        _discard(archive, writing, key)
+        return decided
+    try:
+        if writing is not None:
+            writing.result()
     except Exception as exc:
         log.exception("blob write failed for %s", parsed.sop_instance_uid)
         raise Rejected(RejectReason.STORAGE, f"storage area refused the write: {exc}") from exc
@@ -318,6 +325,16 @@ def _fill_blanks(row: object, attrs: dict[str, object]) -> None:
     for name, value in attrs.items():
         if value not in (None, "") and getattr(row, name) in (None, ""):
             setattr(row, name, value)
+
+
+def _discard(archive: Archive, writing: Future[None] | None, key: str) -> None:
+    if writing is None:
+        return
+    try:
+        writing.result()
+    except Exception:
+        return  # nothing durable was written
+    _delete_if_unreferenced(archive, key)
 
 
 def _delete_if_unreferenced(archive: Archive, key: str) -> None:
