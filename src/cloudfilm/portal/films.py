@@ -21,13 +21,14 @@ from sqlalchemy.exc import IntegrityError
 from cloudfilm.portal import keys
 from cloudfilm.portal.models import Film, Report
 from cloudfilm.portal.notify import FILM_MESSAGE, Notifier, make_notifier
-from cloudfilm.portal.reports import DicomReportScanner, match_waiting
+from cloudfilm.portal.reports import REPORT_CLASSES, DicomReportScanner, match_waiting
 from cloudfilm.storage.models import Study, utcnow
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from cloudfilm.archive import Archive
+    from cloudfilm.ingest import IngestResult
 
 log = logging.getLogger(__name__)
 
@@ -297,7 +298,18 @@ class FilmIssuer:
         self.wake = threading.Event()
         self.stopping = False
         self.thread = threading.Thread(target=self._run, name="film-issuer", daemon=True)
-        archive.on_stored(lambda _result: self.wake.set())
+        self.recent_studies: set[str] = set()
+        archive.on_stored(self._stored)
+
+    def _stored(self, result: IngestResult) -> None:
+        """Wake early for what a pass acts on at once: a DICOM report, or a new study (a
+        waiting report may match it). The other instances of a study only move its stable
+        time, which the regular passes watch; waking for each cost a pass per instance."""
+        if result.sop_class_uid in REPORT_CLASSES or result.study_uid not in self.recent_studies:
+            if len(self.recent_studies) > 10_000:
+                self.recent_studies.clear()
+            self.recent_studies.add(result.study_uid)
+            self.wake.set()
 
     def start(self) -> None:
         self.thread.start()
