@@ -51,12 +51,14 @@ def save(name: str, result: dict) -> Path:  # type: ignore[type-arg]
 
 
 @contextmanager
-def pg_database() -> Iterator[str]:
+def pg_database(template: str | None = None) -> Iterator[str]:
+    """A new PostgreSQL database (a copy of ``template``, a database name, when given)."""
     import psycopg
 
     name = f"cf_bench_{uuid.uuid4().hex[:10]}"
+    copy = f' TEMPLATE "{template}"' if template else ""
     with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}"{copy}')
     try:
         yield PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://") + (
             f"/{name}"

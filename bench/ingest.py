@@ -1,23 +1,31 @@
 """C-STORE ingest benchmark: the demo's 300-slice 512×512 CT sent by dcmtk's storescu.
 
-Over one association and over 4 parallel associations, on SQLite and on PostgreSQL, with an
-empty index and with 100,000 instances already indexed; and the same load against Debian's
-Orthanc when it is installed, in the same run. Prints a table and saves JSON.
+Over 1, 4 and 8 parallel associations, on SQLite and on PostgreSQL, with an empty index and
+with 1,000,000 instances already indexed; cloudfilm's event-driven store path and (for
+comparison) its pynetdicom path; and the same load against Debian's Orthanc in the same run.
+Prints a table and saves JSON. ``--profile`` also records py-spy profiles of the server during
+the one-association SQLite runs (bench/results/ingest-profile-*.txt, collapsed stacks).
 
-    .venv/bin/python bench/ingest.py [--quick]
+    .venv/bin/python bench/ingest.py [--quick] [--fill N] [--profile]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
+import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (
+    RESULTS,
     WORK,
+    Server,
     ct_files,
     orthanc_available,
     pg_database,
@@ -28,142 +36,188 @@ from bench.common import (
 )
 from bench.fill import fill_index
 
+ASSOCIATIONS = (1, 4, 8)
+PYSPY = Path(sys.executable).with_name("py-spy")
 
-def measure(start, files: list[Path], associations: int) -> dict:  # type: ignore[no-untyped-def]
+
+def measure(
+    start: Callable[[], Server], files: list[Path], associations: int, profile: str = ""
+) -> dict:  # type: ignore[type-arg]
     server = start()
+    spy = None
     try:
-        seconds = timed_parallel(server, files, associations)
+        timed_parallel(server, files[:5], 1)  # warm the process (imports, caches), then undo
+        if profile and PYSPY.exists():
+            out = RESULTS / f"ingest-profile-{profile}-{time.strftime('%Y%m%d-%H%M%S')}.txt"
+            RESULTS.mkdir(parents=True, exist_ok=True)
+            command = [str(PYSPY), "record", "--subprocesses", "--threads", "-r", "250"]
+            command += ["-f", "raw", "-o", str(out), "-p", str(server.proc.pid)]
+            spy = subprocess.Popen(
+                command,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            time.sleep(2)
+        seconds = timed_parallel(server, files[5:], associations)
     finally:
+        if spy is not None:
+            spy.send_signal(2)
+            spy.wait(timeout=60)
         server.stop()
-    size = sum(f.stat().st_size for f in files)
+    sent = files[5:]
+    size = sum(f.stat().st_size for f in sent)
     return {
         "associations": associations,
-        "instances": len(files),
+        "instances": len(sent),
         "seconds": round(seconds, 3),
-        "instances_per_s": round(len(files) / seconds, 1),
+        "instances_per_s": round(len(sent) / seconds, 1),
         "mb_per_s": round(size / seconds / 1e6, 1),
     }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true", help="skip the 100,000-instance runs")
-    ap.add_argument("--fill", type=int, default=100_000, help="instances indexed beforehand")
+    ap.add_argument("--quick", action="store_true", help="skip the filled-index runs")
+    ap.add_argument("--fill", type=int, default=1_000_000, help="instances indexed beforehand")
+    ap.add_argument("--profile", action="store_true", help="py-spy the 1-association runs")
+    ap.add_argument("--engines", default="sqlite,postgresql")
     args = ap.parse_args()
     files = ct_files()
     size = sum(f.stat().st_size for f in files)
-    print(f"data: {len(files)} CT instances, {size / 1e6:.1f} MB")
+    print(f"data: {len(files)} CT instances, {size / 1e6:.1f} MB (5 warm-up, the rest timed)")
     results: dict = {"instances": len(files), "bytes": size, "runs": []}  # type: ignore[type-arg]
-
-    def run_dir(name: str) -> Path:
-        d = WORK / "ingest" / name
-        shutil.rmtree(d, ignore_errors=True)
-        return d
-
+    engines = args.engines.split(",")
     fills = [0] if args.quick else [0, args.fill]
-    for engine in ("sqlite", "postgresql"):
-        for fill in fills:
-            for assocs in (1, 4):
-                label = f"cloudfilm-{engine}-fill{fill}-x{assocs}"
-                d = run_dir(label)
-                if engine == "sqlite":
-                    url = f"sqlite:///{d / 'index.sqlite3'}"
-                    d.mkdir(parents=True)
-                    if fill:
-                        fill_index(url, studies=fill // 100, instances_per_study=100)
-                    r = measure(lambda d=d, url=url: start_cloudfilm(d, url), files, assocs)
-                else:
-                    with pg_database() as url:
-                        if fill:
-                            fill_index(url, studies=fill // 100, instances_per_study=100)
-                        r = measure(lambda d=d, url=url: start_cloudfilm(d, url), files, assocs)
-                r.update({"server": "cloudfilm", "engine": engine, "indexed_before": fill})
-                results["runs"].append(r)
-                print(f"{label:<40} {r['instances_per_s']:>8} inst/s {r['mb_per_s']:>7} MB/s")
+
+    def record(r: dict, label: str) -> None:  # type: ignore[type-arg]
+        results["runs"].append(r)
+        print(f"{label:<46} {r['instances_per_s']:>8} inst/s {r['mb_per_s']:>7} MB/s", flush=True)
+
     if orthanc_available():
-        for assocs in (1, 4):
-            d = run_dir(f"orthanc-x{assocs}")
+        for assocs in ASSOCIATIONS:
+            d = _fresh(f"orthanc-x{assocs}")
             r = measure(lambda d=d: start_orthanc(d), files, assocs)
             r.update({"server": "orthanc", "engine": "orthanc-sqlite", "indexed_before": 0})
-            results["runs"].append(r)
-            print(
-                f"{'orthanc-x' + str(assocs):<40} {r['instances_per_s']:>8} inst/s "
-                f"{r['mb_per_s']:>7} MB/s"
-            )
-        ratios = {}
-        for assocs in (1, 4):
-            o = next(
-                r
-                for r in results["runs"]
-                if r["server"] == "orthanc" and r["associations"] == assocs
-            )
-            for engine in ("sqlite", "postgresql"):
-                c = next(
-                    r
-                    for r in results["runs"]
-                    if r["server"] == "cloudfilm"
-                    and r["engine"] == engine
-                    and r["associations"] == assocs
-                    and r["indexed_before"] == 0
-                )
-                key = f"{engine}-x{assocs}"
-                ratios[key] = round(c["instances_per_s"] / o["instances_per_s"], 2)
-                print(f"ratio cloudfilm/orthanc {key}: {ratios[key]}")
-        results["ratio_vs_orthanc"] = ratios
+            record(r, f"orthanc-x{assocs}")
     else:
         print("Orthanc not installed (apt-get install orthanc): no comparison")
-    if not args.quick:
-        growth = {}
-        for engine in ("sqlite", "postgresql"):
-            for assocs in (1, 4):
-                runs = {
-                    r["indexed_before"]: r["instances_per_s"]
-                    for r in results["runs"]
-                    if r["server"] == "cloudfilm"
-                    and r["engine"] == engine
-                    and r["associations"] == assocs
-                }
-                growth[f"{engine}-x{assocs}"] = round(runs[args.fill] / runs[0], 2)
-                print(
-                    f"rate with {args.fill} indexed / empty, {engine} x{assocs}: "
-                    f"{growth[f'{engine}-x{assocs}']}"
-                )
-        results["growth_ratio"] = growth
-    results["pynetdicom_ceiling"] = pynetdicom_ceiling(files)
-    print(
-        f"pynetdicom alone (a C-STORE handler that only takes the bytes): "
-        f"{results['pynetdicom_ceiling']} inst/s"
-    )
+
+    for engine in engines:
+        for fill in fills:
+            with _template(engine, fill) as template:
+                for path in ("event-loop", "pynetdicom") if fill == 0 else ("event-loop",):
+                    for assocs in ASSOCIATIONS:
+                        label = f"cloudfilm-{path}-{engine}-fill{fill}-x{assocs}"
+                        prof = label if args.profile and assocs == 1 and fill == 0 else ""
+                        r = _run_cloudfilm(engine, template, label, path, files, assocs, prof)
+                        r.update(
+                            {
+                                "server": "cloudfilm",
+                                "store_path": path,
+                                "engine": engine,
+                                "indexed_before": fill,
+                            }
+                        )
+                        record(r, label)
+    _summarise(results, engines, fills)
     print(f"saved {save('ingest', results)}")
 
 
-def pynetdicom_ceiling(files: list[Path]) -> dict[str, float]:
-    """What one pynetdicom process accepts when the handler does nothing: the upper bound for
-    any archive on pynetdicom, measured in the same run for context."""
-    import threading
+def _fresh(name: str) -> Path:
+    d = WORK / "ingest" / name
+    shutil.rmtree(d, ignore_errors=True)
+    return d
 
-    from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 
-    from bench.common import Server, free_port
-    from cloudfilm.dimse.server import NoDelayAssociationServer
+class _template:
+    """An index filled once per engine and fill size, copied for every run."""
 
-    ae = AE("NULL")
-    ae.maximum_pdu_size = 0
-    for cx in AllStoragePresentationContexts:
-        ae.add_supported_context(cx.abstract_syntax, ALL_TRANSFER_SYNTAXES)
-    port = free_port()
-    server = ae.make_server(
-        ("127.0.0.1", port),
-        evt_handlers=[(evt.EVT_C_STORE, lambda e: (e.encoded_dataset(), 0)[1])],
-        server_class=NoDelayAssociationServer,
-    )
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    target = Server("null", "NULL", port, 0, None, WORK)  # type: ignore[arg-type]
-    out = {}
-    for assocs in (1, 4):
-        out[f"x{assocs}"] = round(len(files) / timed_parallel(target, files, assocs), 1)
-    server.server_close()
-    return out
+    def __init__(self, engine: str, fill: int) -> None:
+        self.engine, self.fill = engine, fill
+        self.pg = None
+
+    def __enter__(self) -> str | None:
+        if self.engine == "sqlite":
+            if not self.fill:
+                return None
+            d = _fresh(f"template-{self.fill}")
+            d.mkdir(parents=True)
+            path = d / "index.sqlite3"
+            t = time.perf_counter()
+            fill_index(f"sqlite:///{path}", studies=self.fill // 100, instances_per_study=100)
+            print(f"filled SQLite with {self.fill} instances in {time.perf_counter() - t:.0f} s")
+            return str(path)
+        if not self.fill:
+            return None
+        self.pg = pg_database()
+        url = self.pg.__enter__()
+        t = time.perf_counter()
+        fill_index(url, studies=self.fill // 100, instances_per_study=100)
+        print(f"filled PostgreSQL with {self.fill} instances in {time.perf_counter() - t:.0f} s")
+        return url.rsplit("/", 1)[1]
+
+    def __exit__(self, *exc: object) -> None:
+        if self.pg is not None:
+            self.pg.__exit__(None, None, None)
+
+
+def _run_cloudfilm(
+    engine: str,
+    template: str | None,
+    label: str,
+    path: str,
+    files: list[Path],
+    assocs: int,
+    profile: str,
+) -> dict:  # type: ignore[type-arg]
+    d = _fresh(label)
+    d.mkdir(parents=True)
+    env = {"CLOUDFILM_DICOM_STORE_PATH": path}
+    if engine == "sqlite":
+        if template:
+            shutil.copy(template, d / "index.sqlite3")
+        url = f"sqlite:///{d / 'index.sqlite3'}"
+        return measure(lambda: start_cloudfilm(d, url, env), files, assocs, profile)
+    with pg_database(template) as url:
+        return measure(lambda: start_cloudfilm(d, url, env), files, assocs, profile)
+
+
+def _summarise(results: dict, engines: list[str], fills: list[int]) -> None:  # type: ignore[type-arg]
+    runs = results["runs"]
+
+    def rate(**kw: object) -> float | None:
+        for r in runs:
+            if all(r.get(k) == v for k, v in kw.items()):
+                return float(r["instances_per_s"])
+        return None
+
+    ratios: dict[str, float] = {}
+    growth: dict[str, float] = {}
+    for assocs in ASSOCIATIONS:
+        o = rate(server="orthanc", associations=assocs)
+        for engine in engines:
+            for fill in fills:
+                c = rate(
+                    server="cloudfilm",
+                    store_path="event-loop",
+                    engine=engine,
+                    associations=assocs,
+                    indexed_before=fill,
+                )
+                if o and c:
+                    key = f"{engine}-fill{fill}-x{assocs}"
+                    ratios[key] = round(c / o, 2)
+                    print(f"ratio cloudfilm/orthanc {key}: {ratios[key]}")
+            if len(fills) > 1:
+                empty = rate(engine=engine, associations=assocs, indexed_before=0,
+                             store_path="event-loop")  # fmt: skip
+                full = rate(engine=engine, associations=assocs, indexed_before=fills[1])
+                if empty and full:
+                    growth[f"{engine}-x{assocs}"] = round(full / empty, 2)
+                    print(f"filled/empty {engine} x{assocs}: {growth[f'{engine}-x{assocs}']}")
+    results["ratio_vs_orthanc"] = ratios
+    results["growth_ratio"] = growth
+    results["machine"] = {"cpus": os.cpu_count(), "load_before": os.getloadavg()}
 
 
 if __name__ == "__main__":
