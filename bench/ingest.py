@@ -81,6 +81,8 @@ def main() -> None:
     ap.add_argument("--fill", type=int, default=1_000_000, help="instances indexed beforehand")
     ap.add_argument("--profile", action="store_true", help="py-spy the 1-association runs")
     ap.add_argument("--engines", default="sqlite,postgresql")
+    ap.add_argument("--paths", default="event-loop,pynetdicom", help="cloudfilm receive paths")
+    ap.add_argument("--no-orthanc", action="store_true")
     args = ap.parse_args()
     files = ct_files()
     size = sum(f.stat().st_size for f in files)
@@ -93,7 +95,9 @@ def main() -> None:
         results["runs"].append(r)
         print(f"{label:<46} {r['instances_per_s']:>8} inst/s {r['mb_per_s']:>7} MB/s", flush=True)
 
-    if orthanc_available():
+    if args.no_orthanc:
+        pass
+    elif orthanc_available():
         for assocs in ASSOCIATIONS:
             d = _fresh(f"orthanc-x{assocs}")
             r = measure(lambda d=d: start_orthanc(d), files, assocs)
@@ -105,7 +109,8 @@ def main() -> None:
     for engine in engines:
         for fill in fills:
             with _template(engine, fill) as template:
-                for path in ("event-loop", "pynetdicom") if fill == 0 else ("event-loop",):
+                paths = args.paths.split(",") if fill == 0 else ["event-loop"]
+                for path in paths:
                     for assocs in ASSOCIATIONS:
                         label = f"cloudfilm-{path}-{engine}-fill{fill}-x{assocs}"
                         prof = label if args.profile and assocs == 1 and fill == 0 else ""
