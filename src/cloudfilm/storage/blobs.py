@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -85,6 +86,9 @@ class FileBlobStore:
     def __init__(self, root: Path) -> None:
         self.root = root
         (root / self.TMP).mkdir(parents=True, exist_ok=True)
+        self._dirs: set[Path] = set()
+        """Folders known to exist (an hour's folder takes thousands of instances)."""
+        self._dir_sync = _DirectorySync()
 
     def _path(self, key: str) -> Path:
         if ".." in key.split("/") or key.startswith("/"):
@@ -93,9 +97,14 @@ class FileBlobStore:
 
     def put(self, key: str, data: bytes) -> None:
         final = self._path(key)
-        if final.exists() and final.stat().st_size == len(data):
-            return  # content-addressed: same key, same bytes
-        final.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            if final.stat().st_size == len(data):
+                return  # content-addressed: same key, same bytes
+        except FileNotFoundError:
+            pass
+        if final.parent not in self._dirs:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            self._dirs.add(final.parent)
         tmp = self.root / self.TMP / f"{secrets.token_hex(8)}.part"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
         try:
@@ -107,7 +116,7 @@ class FileBlobStore:
         finally:
             os.close(fd)
         os.replace(tmp, final)
-        _fsync_dir(final.parent)
+        self._dir_sync.sync(final.parent)
 
     def get(self, key: str) -> bytes:
         try:
@@ -169,6 +178,42 @@ def _iter_file(fh: BinaryIO) -> Iterator[bytes]:
     with fh:
         while chunk := fh.read(CHUNK):
             yield chunk
+
+
+class _DirectorySync:
+    """Group commit of directory fsyncs: the renames of every writer that arrived while an
+    fsync of their folder ran are made durable by the next one, not by one fsync each.
+
+    A writer renames, then asks; an fsync that *starts* after its request covers its rename.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.done = threading.Condition(self.lock)
+        self.state: dict[Path, list[int]] = {}
+        """folder -> [requests made, requests covered by a finished fsync, fsync running]"""
+
+    def sync(self, path: Path) -> None:
+        with self.lock:
+            st = self.state.setdefault(path, [0, 0, 0])
+            st[0] += 1
+            mine = st[0]
+            while st[1] < mine:
+                if st[2]:
+                    self.done.wait()
+                    continue
+                st[2] = 1
+                covers = st[0]
+                self.lock.release()
+                try:
+                    _fsync_dir(path)
+                finally:
+                    self.lock.acquire()
+                    st[2] = 0
+                    self.done.notify_all()
+                st[1] = max(st[1], covers)
+            if len(self.state) > 64:
+                self.state = {k: v for k, v in self.state.items() if v[2] or v[0] != v[1]}
 
 
 def _fsync_dir(path: Path) -> None:
