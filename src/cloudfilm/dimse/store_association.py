@@ -71,6 +71,7 @@ class StoreAssociation(asyncio.Protocol):
         self.accepted: negotiation.Accepted | None = None
         self.store_allowed: bool | None = None
         self.admitted = False
+        self.release_requested = False
         # the message being received
         self.command = bytearray()
         self.command_context = 0
@@ -167,8 +168,11 @@ class StoreAssociation(asyncio.Protocol):
         elif pdu_type == pdu.A_ASSOCIATE_RQ_TYPE and not self.established:
             self._associate(view)
         elif pdu_type == pdu.A_RELEASE_RQ_TYPE and self.established:
-            self._send(pdu.release_rp())
-            self._close_after_send()
+            if self.busy:
+                self.release_requested = True  # answer the C-STORE first, then release
+            else:
+                self._send(pdu.release_rp())
+                self._close_after_send()
         elif pdu_type == pdu.A_ABORT_TYPE:
             self.closing = True
             self.data = None
@@ -296,6 +300,9 @@ class StoreAssociation(asyncio.Protocol):
             comment,
         )
         self._send_command(context_id, rsp)
+        if self.release_requested:
+            self._send(pdu.release_rp())
+            self._close_after_send()
 
     # -- sending ----------------------------------------------------------------------------
     def _send(self, data: bytes) -> None:
