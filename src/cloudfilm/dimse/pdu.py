@@ -86,8 +86,9 @@ def abort(reason: int = REASON_NOT_SPECIFIED, source: int = 2) -> bytes:
 
 def p_data(context_id: int, payload: bytes, *, command: bool, max_pdu: int) -> Iterator[bytes]:
     """P-DATA-TF PDUs carrying one message part, each within the peer's Maximum Length."""
-    room = (max_pdu - 6) if max_pdu else len(payload) + 6
-    room = max(room - 6, 1)  # PDV item header: length (4), context id, control header
+    # Maximum Length bounds the PDU's variable field: PDV item length (4), context id and
+    # message control header (1 each), then the fragment.
+    room = max(max_pdu - 6, 1) if max_pdu else max(len(payload), 1)
     view = memoryview(payload)
     offset = 0
     while True:
