@@ -23,6 +23,7 @@ from cloudfilm.dimse import negotiation, pdu
 from cloudfilm.dimse.store_association import StoreAssociation
 
 if TYPE_CHECKING:
+    from pynetdicom.pdu_primitives import A_ASSOCIATE
     from pynetdicom.transport import ThreadedAssociationServer
 
     from cloudfilm.dimse.handlers import Handlers
@@ -74,33 +75,56 @@ class StoreRouter:
         sock.setblocking(False)
         started = time.monotonic()
         fd = sock.fileno()
+        waiting = [True]
+
+        def expire() -> None:
+            """ARTIM for a connection that sends nothing at all: no reader event ever comes."""
+            if waiting[0]:
+                waiting[0] = False
+                self.loop.remove_reader(fd)
+                log.info("ARTIM timeout: no A-ASSOCIATE-RQ from %s", address[0])
+                sock.close()
+
+        artim = self.loop.call_later(self.settings.dicom_artim_timeout, expire)
+
+        def decided() -> bool:
+            if not waiting[0]:
+                return False
+            waiting[0] = False
+            artim.cancel()
+            return True
 
         def readable() -> None:
             self.loop.remove_reader(fd)
             attempt()
 
         def attempt() -> None:
+            if not waiting[0]:
+                return
             try:
                 head = sock.recv(pdu.MAX_ASSOCIATE_RQ + 6, socket.MSG_PEEK)
             except BlockingIOError:
                 head = None
             except OSError:
-                sock.close()
+                if decided():
+                    sock.close()
                 return
             if head == b"":
-                sock.close()  # connected and went away
+                if decided():
+                    sock.close()  # connected and went away
                 return
             if head is not None and len(head) >= 6:
                 pdu_type, length = pdu.HEADER.unpack_from(head)
                 if pdu_type != pdu.A_ASSOCIATE_RQ_TYPE or length > pdu.MAX_ASSOCIATE_RQ:
-                    self._serve_here(sock, address)  # it answers with the standard's abort
+                    if decided():
+                        self._serve_here(sock, address, None)  # it answers with an abort
                     return
                 if len(head) >= 6 + length:
-                    self._dispatch(sock, address, head[: 6 + length])
+                    if decided():
+                        self._dispatch(sock, address, head[: 6 + length])
                     return
             if time.monotonic() - started > self.settings.dicom_artim_timeout:
-                log.info("ARTIM timeout: no A-ASSOCIATE-RQ from %s", address[0])
-                sock.close()
+                expire()
                 return
             if head is None:
                 self.loop.add_reader(fd, readable)
@@ -110,17 +134,21 @@ class StoreRouter:
         attempt()
 
     def _dispatch(self, sock: socket.socket, address: Any, request: bytes) -> None:
+        decoded: A_ASSOCIATE | None
         try:
-            store_only = negotiation.is_store_only(pdu.decode_associate_rq(request))
+            decoded = pdu.decode_associate_rq(request)
+            store_only = negotiation.is_store_only(decoded)
         except pdu.ProtocolError:
-            store_only = True  # the store path answers a malformed request with an abort
+            decoded, store_only = None, True  # the store path answers it with an abort
         if store_only:
-            self._serve_here(sock, address)
+            self._serve_here(sock, address, decoded)
         else:
             sock.setblocking(True)
             ThreadingMixIn.process_request(self.server, sock, address)  # type: ignore[arg-type]
 
-    def _serve_here(self, sock: socket.socket, address: Any) -> None:
+    def _serve_here(self, sock: socket.socket, address: Any, request: A_ASSOCIATE | None) -> None:
+        """``request``: the A-ASSOCIATE-RQ already decoded here (not decoded twice: a request
+        with 128 contexts, as Orthanc sends, takes milliseconds to decode)."""
         settings = self.settings
 
         def protocol() -> StoreAssociation:
@@ -135,6 +163,7 @@ class StoreRouter:
                 peer_host=str(address[0]),
                 admit=self._admit,
                 release=self._release,
+                request=request,
             )
 
         async def start() -> None:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from cloudfilm.dimse import negotiation, pdu
 
 if TYPE_CHECKING:
+    from pynetdicom.pdu_primitives import A_ASSOCIATE
     from pynetdicom.presentation import PresentationContext
 
     from cloudfilm.dimse.handlers import Handlers
@@ -49,6 +50,7 @@ class StoreAssociation(asyncio.Protocol):
         peer_host: str,
         admit: Callable[[], bool],
         release: Callable[[], None],
+        request: A_ASSOCIATE | None = None,
     ) -> None:
         self.handlers = handlers
         self.executor = executor
@@ -60,6 +62,8 @@ class StoreAssociation(asyncio.Protocol):
         self.peer_host = peer_host
         self.admit = admit
         self.release = release
+        self.decoded_request = request
+        """The A-ASSOCIATE-RQ as the router decoded it while choosing the path."""
         self.transport: asyncio.Transport | None = None
         self.buffer = bytearray()
         self.established = False
@@ -184,7 +188,8 @@ class StoreAssociation(asyncio.Protocol):
             )
 
     def _associate(self, view: memoryview) -> None:
-        request = pdu.decode_associate_rq(view)
+        request = self.decoded_request or pdu.decode_associate_rq(view)
+        self.decoded_request = None
         refusal = negotiation.rejection(request)
         ae = negotiation._ae(request.calling_ae_title)
         settings = self.handlers.settings
