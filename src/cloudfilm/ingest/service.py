@@ -76,21 +76,39 @@ def ingest(
     writing = None if stored_key else archive.blob_writer.submit(archive.blobs.put, key, data)
     try:
         parsed = parse_instance(data)
-        early = _existing(archive, parsed.sop_instance_uid)
-        decided = _decide_duplicate(archive, parsed, early, sha, len(data)) if early else None
     except BaseException:
         _discard(archive, writing, key)
         raise
-    if decided is not None:
-        _discard(archive, writing, key)
-        return decided
     try:
         if writing is not None:
             writing.result()
     except Exception as exc:
         log.exception("blob write failed for %s", parsed.sop_instance_uid)
         raise Rejected(RejectReason.STORAGE, f"storage area refused the write: {exc}") from exc
+    try:
+        result, old_key = _index_with_retries(archive, parsed, key, sha, len(data))
+    except BaseException:
+        _discard(archive, writing, key)
+        raise
+    if result.outcome in ("duplicate", "kept-first"):
+        _discard(archive, writing, key)  # the index decided inside its transaction
+    if old_key and old_key != key:
+        _delete_if_unreferenced(archive, old_key)
+    if result.outcome in ("stored", "replaced"):
+        archive.notify_stored(result)
+    result.warnings = parsed.warnings
+    log.debug("%s %s from %s", result.outcome, parsed.sop_instance_uid, source)
+    return result
 
+
+def _index_with_retries(
+    archive: Archive, parsed: ParsedInstance, key: str, sha: str, size: int
+) -> tuple[IngestResult, str | None]:
+    """The index rows, in a transaction shared with concurrent ingests (group commit).
+
+    The duplicate check is inside that transaction: a separate look-up before it cost a
+    query per instance and decided nothing the transaction does not decide again.
+    """
     for attempt in range(5):
         try:
             fresh: dict[str, tuple[int, int]] = {}
@@ -99,7 +117,7 @@ def ingest(
                 session: Session, fresh: dict[str, tuple[int, int]] = fresh
             ) -> tuple[IngestResult, str | None]:
                 fresh.clear()  # a batch that failed runs again alone
-                return _index(session, archive, parsed, key, sha, len(data), fresh)
+                return _index(session, archive, parsed, key, sha, size, fresh)
 
             # The blob is durable already; the index row can be rebuilt from it, so its
             # commit need not wait for the disk (see Archive.recover), and it is shared with
@@ -118,24 +136,7 @@ def ingest(
         except OperationalError as exc:
             if attempt == 4:
                 raise Rejected(RejectReason.STORAGE, f"index unavailable: {exc}") from exc
-    if old_key and old_key != key:
-        _delete_if_unreferenced(archive, old_key)
-    if result.outcome in ("stored", "replaced"):
-        archive.notify_stored(result)
-    result.warnings = parsed.warnings
-    log.debug("%s %s from %s", result.outcome, parsed.sop_instance_uid, source)
-    return result
-
-
-_EXISTING = "SELECT sha256, blob_key FROM instances WHERE sop_uid = {}"
-
-
-def _existing(archive: Archive, sop_uid: str) -> tuple[str, str] | None:
-    """Plain SQL on a pooled connection: asked once per instance, so the ORM's cost counts."""
-    sql = _EXISTING.format("?" if archive.db.is_sqlite else "%s")
-    with archive.db.engine.connect() as conn:
-        row = conn.exec_driver_sql(sql, (sop_uid,)).first()
-    return (row[0], row[1]) if row else None
+    return result, old_key
 
 
 def _result(parsed: ParsedInstance, outcome: Outcome, size: int) -> IngestResult:
