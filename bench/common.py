@@ -214,3 +214,19 @@ def timed_parallel(server: Server, files: list[Path], associations: int) -> floa
     if errors:
         raise errors[0]
     return elapsed
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and its children (DICOM/HTTP workers), from /proc."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(entry.name) == pid or int(fields[1]) == pid:
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / ticks

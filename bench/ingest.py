@@ -33,6 +33,7 @@ from bench.common import (
     start_cloudfilm,
     start_orthanc,
     timed_parallel,
+    tree_cpu_seconds,
 )
 from bench.fill import fill_index
 
@@ -58,7 +59,9 @@ def measure(
                 stderr=subprocess.DEVNULL,
             )
             time.sleep(2)
+        cpu = tree_cpu_seconds(server.proc.pid)
         seconds = timed_parallel(server, files[5:], associations)
+        cpu = tree_cpu_seconds(server.proc.pid) - cpu
     finally:
         if spy is not None:
             spy.send_signal(2)
@@ -72,6 +75,7 @@ def measure(
         "seconds": round(seconds, 3),
         "instances_per_s": round(len(sent) / seconds, 1),
         "mb_per_s": round(size / seconds / 1e6, 1),
+        "server_cpu_ms_per_instance": round(cpu / len(sent) * 1000, 2),
     }
 
 
@@ -93,7 +97,11 @@ def main() -> None:
 
     def record(r: dict, label: str) -> None:  # type: ignore[type-arg]
         results["runs"].append(r)
-        print(f"{label:<46} {r['instances_per_s']:>8} inst/s {r['mb_per_s']:>7} MB/s", flush=True)
+        print(
+            f"{label:<46} {r['instances_per_s']:>8} inst/s {r['mb_per_s']:>7} MB/s "
+            f"{r['server_cpu_ms_per_instance']:>6} ms CPU/inst",
+            flush=True,
+        )
 
     if args.no_orthanc:
         pass
