@@ -416,6 +416,18 @@ def test_unacceptable_associate_rq_is_rejected(
     assert ul.parse_rj(answer[1]) == expected
 
 
+def test_a_query_association_with_a_wrong_application_context_is_rejected(
+    archive: ServerProcess,
+) -> None:
+    """Not only store-only requests: the router gives any request the ACSE rules reject the
+    standard's A-ASSOCIATE-RJ (pynetdicom alone does not check the application context)."""
+    find = [(1, "1.2.840.10008.5.1.4.1.2.2.1", [ExplicitVRLittleEndian]), *CT]
+    rq = ul.associate_rq(find, application_context="1.2.840.10008.3.1.1.2")
+    answer = _first_answer(archive.dicom_port, rq)
+    assert answer is not None and answer[0] == ul.A_ASSOCIATE_RJ, answer
+    assert ul.parse_rj(answer[1]) == (1, 1, 2)
+
+
 def test_protocol_version_is_a_bit_field(archive: ServerProcess) -> None:
     """PS3.8 9.3.2: a receiver that implements only version 1 tests only bit 0, so a
     requestor announcing versions 1 and 2 (0x0003) is accepted."""

@@ -137,7 +137,11 @@ class StoreRouter:
         decoded: A_ASSOCIATE | None
         try:
             decoded = pdu.decode_associate_rq(request)
-            store_only = negotiation.is_store_only(decoded)
+            # a request the ACSE rules reject (application context, protocol version) gets
+            # the standard's A-ASSOCIATE-RJ from the store path, whatever it proposes
+            store_only = (
+                negotiation.is_store_only(decoded) or negotiation.rejection(decoded) is not None
+            )
         except pdu.ProtocolError:
             decoded, store_only = None, True  # the store path answers it with an abort
         if store_only:
