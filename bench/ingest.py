@@ -121,8 +121,13 @@ def main() -> None:
                 for path in paths:
                     for assocs in ASSOCIATIONS:
                         label = f"cloudfilm-{path}-{engine}-fill{fill}-x{assocs}"
-                        prof = label if args.profile and assocs == 1 and fill == 0 else ""
-                        r = _run_cloudfilm(engine, template, label, path, files, assocs, prof)
+                        if args.profile and assocs == 1 and fill == 0:
+                            # an extra run: py-spy pauses the server to sample it, so the
+                            # profiled rate is not the measured one
+                            p = _run_cloudfilm(engine, template, label, path, files, 1, label)
+                            p.update({"server": "cloudfilm-profiled", "store_path": path})
+                            results["runs"].append(p)
+                        r = _run_cloudfilm(engine, template, label, path, files, assocs, "")
                         r.update(
                             {
                                 "server": "cloudfilm",

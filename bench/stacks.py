@@ -17,13 +17,14 @@ CATEGORIES = [
     ("index (group commit, SQL)", ("group_commit.py", "index_sql.py", "storage/database.py")),
     ("parse + metadata", ("ingest/parse.py",)),
     ("ingest (other)", ("ingest/service.py",)),
-    ("upper layer: ours", ("store_association.py", "dimse/pdu.py", "router.py", "asyncio/")),
+    ("upper layer: ours", ("store_association.py", "dimse/pdu.py", "router.py", "futures.py")),
     ("upper layer: pynetdicom", ("pynetdicom/",)),
     ("films, audit, HTTP", ("portal/", "access/", "uvicorn", "starlette")),
 ]
 IDLE = (
     "_worker (concurrent/futures/thread.py:81)",  # an executor thread waiting for work
     "_run (router.py",  # the store path's event loop in uvloop's run_forever (C)
+    "run (asyncio/runners.py",  # uvicorn's event loop waiting (main thread)
     "run_forever",
     "_run_once",
     "select",
