@@ -18,7 +18,7 @@ from dicomweb_client.api import DICOMwebClient
 from cloudfilm.access.tokens import create_token
 from cloudfilm.demo import DemoManifest, write_demo
 from cloudfilm.storage.database import Database
-from tests.conftest import ServerProcess, _pg_database
+from tests.conftest import ServerProcess
 
 CT_SLICES = 6
 CT_SIZE = 64
@@ -94,16 +94,6 @@ def start_server(tmp: Path, database_url: str, **env: str) -> DicomWeb:
     for scope, scopes in (("read", "read"), ("write", "write"), ("admin", "admin")):
         dw.token_ids[scope], dw.tokens[scope] = dw.new_token(f"test-{scope}", scopes)
     return dw
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def module_db(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path_factory.mktemp('idx') / 'index.sqlite3'}"
-    else:
-        yield from _pg_database()
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ from pynetdicom.sop_class import (
     StorageCommitmentPushModelInstance,
 )
 
-from tests.conftest import ENGINES, ServerProcess, _pg_database, dcmtk, free_port
+from tests.conftest import ServerProcess, dcmtk, free_port
 from tests.factory import make_dataset, to_bytes
 
 pytestmark = pytest.mark.timeout(120)
@@ -45,16 +45,6 @@ class Archive:
     server: ServerProcess
     listen_port: int
     """Where MODALITY's own AE listens, as CLOUDFILM_MOVE_DESTINATIONS says."""
-
-
-@pytest.fixture(scope="module", params=ENGINES)
-def module_db(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path_factory.mktemp('idx') / 'index.sqlite3'}"
-    else:
-        yield from _pg_database()
 
 
 @pytest.fixture(scope="module")

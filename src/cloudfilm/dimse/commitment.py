@@ -36,6 +36,7 @@ from pynetdicom.pdu_primitives import A_ABORT, A_P_ABORT, A_RELEASE
 from sqlalchemy import select
 
 from cloudfilm.access import AccessDenied, Action
+from cloudfilm.dimse.handlers import _status
 from cloudfilm.storage.models import Instance
 
 if TYPE_CHECKING:
@@ -208,14 +209,6 @@ def _blob_intact(handlers: Handlers, ref: Reference, key: str, sha: str) -> bool
         )
         return False
     return True
-
-
-def _status(code: int, comment: str = "") -> Dataset:
-    ds = Dataset()
-    ds.Status = code
-    if comment:
-        ds.ErrorComment = comment[:64]
-    return ds
 
 
 def _delivered(code: int | None) -> bool:
