@@ -102,8 +102,8 @@ def _print_banner(settings: Settings, extra: list[str]) -> None:
     click.echo("")
     click.echo("cloudfilm is running")
     click.echo(
-        f"  DICOM (C-ECHO/STORE/FIND/GET/MOVE): AE {settings.ae_title} at {host}:"
-        f"{settings.dicom_port}"
+        f"  DICOM (C-ECHO/STORE/FIND/GET/MOVE, Storage Commitment): AE {settings.ae_title} "
+        f"at {host}:{settings.dicom_port}"
     )
     click.echo(f"  HTTP:              {settings.http_url}/")
     click.echo(f"  DICOMweb root:     {settings.http_url}/dicom-web")
