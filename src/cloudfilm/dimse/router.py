@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PEEK_RETRY = 0.002
+PEEK_RETRY_MAX = 0.1
+"""A request that arrives in pieces is peeked at again after 2 ms, then less and less often."""
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
@@ -76,6 +78,8 @@ class StoreRouter:
         started = time.monotonic()
         fd = sock.fileno()
         waiting = [True]
+        want = [64 * 1024]  # most requests fit; a larger one says its length in the header
+        delay = [PEEK_RETRY]
 
         def expire() -> None:
             """ARTIM for a connection that sends nothing at all: no reader event ever comes."""
@@ -102,7 +106,7 @@ class StoreRouter:
             if not waiting[0]:
                 return
             try:
-                head = sock.recv(pdu.MAX_ASSOCIATE_RQ + 6, socket.MSG_PEEK)
+                head = sock.recv(want[0], socket.MSG_PEEK)
             except BlockingIOError:
                 head = None
             except OSError:
@@ -123,13 +127,15 @@ class StoreRouter:
                     if decided():
                         self._dispatch(sock, address, head[: 6 + length])
                     return
+                want[0] = 6 + length  # peek no more than the request
             if time.monotonic() - started > self.settings.dicom_artim_timeout:
                 expire()
                 return
             if head is None:
                 self.loop.add_reader(fd, readable)
             else:  # part of the PDU is there: the reader would fire at once, so poll
-                self.loop.call_later(PEEK_RETRY, attempt)
+                self.loop.call_later(delay[0], attempt)
+                delay[0] = min(delay[0] * 2, PEEK_RETRY_MAX)
 
         attempt()
 
