@@ -220,6 +220,9 @@ def _run_cloudfilm(
     if engine == "sqlite":
         if template:
             shutil.copy(template, d / "index.sqlite3")
+            # write the copy back now: left dirty in the page cache, its writeback would
+            # stall the timed run's fsyncs (ext4 orders data before each journal commit)
+            os.sync()
         url = f"sqlite:///{d / 'index.sqlite3'}"
         return measure(lambda: start_cloudfilm(d, url, env), files, assocs, profile)
     with pg_database(template) as url:
