@@ -145,6 +145,34 @@ def test_openapi_documents_the_api(dw: DicomWeb) -> None:
     assert "post" in paths["/dicom-web/studies"]
 
 
+def test_no_internal_argument_is_published_as_a_query_parameter(
+    dw: DicomWeb, demo: DemoManifest
+) -> None:
+    """The principal dependency once took an internal ``inline`` flag, which FastAPI published
+    as a query parameter: ``?inline=true`` with a token not yet cached answered 500."""
+    _, token = dw.new_token("inline-probe", "read")  # fresh: not in any process's token cache
+    study = demo.study("ct").study_uid
+    with dw.http(None) as http:
+        http.headers["Authorization"] = f"Bearer {token}"
+        spec = http.get("/openapi.json").json()
+        r = http.get(f"/dicom-web/studies/{study}/metadata", params={"inline": "true"})
+        assert r.status_code == 200, r.text
+        # QIDO-RS refuses query keys it does not know: a problem naming the key, not a 500
+        r = http.get("/dicom-web/studies", params={"inline": "true"})
+        assert r.status_code == 400, r.text
+        assert r.headers["content-type"] == "application/problem+json"
+        assert "inline" in r.json()["detail"]
+    published = [
+        (method, path)
+        for path, item in spec["paths"].items()
+        for method, op in item.items()
+        if isinstance(op, dict)
+        for param in op.get("parameters", [])
+        if param.get("name") == "inline"
+    ]
+    assert published == []
+
+
 def test_unknown_paths_and_methods_are_problems(dw: DicomWeb) -> None:
     with dw.http("read") as http:
         r = http.get("/dicom-web/nothing-here")

@@ -43,7 +43,7 @@ from cloudfilm.dicomweb.resources import (
 )
 from cloudfilm.http.caching import cache_headers, make_etag, not_modified
 from cloudfilm.http.problems import Problem
-from cloudfilm.http.security import ArchiveDep, PrincipalDep, WouldBlock, get_principal
+from cloudfilm.http.security import ArchiveDep, PrincipalDep, WouldBlock, resolve_principal
 from cloudfilm.imaging.transcode import BYTE_RANGE_OK, ELE, JPEG_BASELINE, NATIVE
 
 router = APIRouter(prefix="/dicom-web", tags=["WADO-RS"])
@@ -289,7 +289,7 @@ def _frames(
     *,
     inline: bool = False,
 ) -> Response:
-    principal = get_principal(request, inline=inline)
+    principal = resolve_principal(request, inline=inline)
     numbers = parse_frame_list(frame_list)
     if inline:
         cached = cached_instance_ref(archive, study, series, sop)

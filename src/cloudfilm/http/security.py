@@ -73,11 +73,13 @@ async def get_archive(request: Request) -> Archive:
     return request.app.state.archive
 
 
-def get_principal(request: Request, *, inline: bool = False) -> Principal:
-    """FastAPI dependency: the first resolver that recognises the request wins; none → 401.
+def resolve_principal(request: Request, *, inline: bool = False) -> Principal:
+    """The first resolver that recognises the request wins; none → 401.
 
     ``inline``: called on the event loop, where nothing may wait for the index; raises
-    :class:`WouldBlock` when a resolver would have to.
+    :class:`WouldBlock` when a resolver would have to. Not a dependency itself: FastAPI would
+    publish ``inline`` as a query parameter (and a client's ``?inline=true`` would then answer
+    500 from an endpoint that never retries off the loop).
     """
     for resolver in request.app.state.principal_resolvers:
         if inline:
@@ -93,6 +95,11 @@ def get_principal(request: Request, *, inline: bool = False) -> Principal:
         "authentication required: send an API token as 'Authorization: Bearer <token>'",
         headers={"WWW-Authenticate": _CHALLENGE},
     )
+
+
+def get_principal(request: Request) -> Principal:
+    """FastAPI dependency: only ``request``, so nothing internal becomes a query parameter."""
+    return resolve_principal(request)
 
 
 ArchiveDep = Annotated[Archive, Depends(get_archive)]
