@@ -37,6 +37,7 @@ def fill_index(
             rows.append(
                 {
                     "pk": p + 1,
+                    "hospital_pk": 1,
                     "patient_id": f"FILL{p:07d}",
                     "issuer": "",
                     "name": f"{SURNAMES[i]}{given}={IDEO[i]}{given}",
@@ -57,6 +58,7 @@ def fill_index(
                 {
                     "pk": s + 1,
                     "study_uid": f"2.25.9{s:09d}",
+                    "hospital_pk": 1,
                     "patient_pk": (s % patients) + 1,
                     "study_date": f"20{rng.randrange(10, 26)}{rng.randrange(1, 13):02d}"
                     f"{rng.randrange(1, 29):02d}",

@@ -109,8 +109,8 @@ def test_archive_on_s3_ingests_and_serves(
     try:
         assert isinstance(archive.blobs, S3BlobStore)
         data = make_instance(patient_name="Chen^Jie=陈^杰", charset="GB18030")
-        assert archive.ingest(data).outcome == "stored"
-        assert archive.ingest(data).outcome == "duplicate"
+        assert archive.ingest(data, hospital=1).outcome == "stored"
+        assert archive.ingest(data, hospital=1).outcome == "duplicate"
         keys = [k for k, _t in archive.blobs.list_keys()]
         assert len(keys) == 1 and keys[0].endswith(hashlib.sha256(data).hexdigest() + ".dcm")
         assert archive.blobs.get(keys[0]) == data

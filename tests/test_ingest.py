@@ -35,7 +35,7 @@ def blob_files(archive: Archive) -> list[Path]:
 
 def test_stores_received_bytes_unchanged_and_indexes(archive: Archive) -> None:
     data = make_instance(patient_name="Li^Lei", accession="A77")
-    result = archive.ingest(data)
+    result = archive.ingest(data, hospital=1)
     assert result.outcome == "stored"
     with archive.db.read() as s:
         inst = s.execute(select(Instance)).scalar_one()
@@ -61,8 +61,8 @@ def get_path_bytes(data: bytes):  # type: ignore[no-untyped-def]
 
 def test_same_bytes_twice_is_a_duplicate_not_a_second_row(archive: Archive) -> None:
     data = make_instance()
-    assert archive.ingest(data).outcome == "stored"
-    assert archive.ingest(data).outcome == "duplicate"
+    assert archive.ingest(data, hospital=1).outcome == "stored"
+    assert archive.ingest(data, hospital=1).outcome == "duplicate"
     assert counts(archive) == (1, 1, 1, 1)
     assert len(blob_files(archive)) == 1
 
@@ -72,8 +72,8 @@ def test_other_bytes_same_uid_keeps_first_with_warning(archive: Archive) -> None
     first = to_bytes(ds)
     ds.StudyDescription = "changed"
     second = to_bytes(ds)
-    archive.ingest(first)
-    result = archive.ingest(second)
+    archive.ingest(first, hospital=1)
+    result = archive.ingest(second, hospital=1)
     assert result.outcome == "kept-first" and result.is_warning
     with archive.db.read() as s:
         inst = s.execute(select(Instance)).scalar_one()
@@ -91,14 +91,14 @@ def test_duplicate_policies(tmp_path: Path, database_url: str, policy: str) -> N
         first = to_bytes(ds)
         ds.StudyDescription = "corrected"
         second = to_bytes(ds)
-        archive.ingest(first)
+        archive.ingest(first, hospital=1)
         if policy == "reject":
             with pytest.raises(Rejected) as exc:
-                archive.ingest(second)
+                archive.ingest(second, hospital=1)
             assert exc.value.reason is RejectReason.CONFLICT
             expected = first
         else:
-            assert archive.ingest(second).outcome == "replaced"
+            assert archive.ingest(second, hospital=1).outcome == "replaced"
             expected = second
         with archive.db.read() as s:
             inst = s.execute(select(Instance)).scalar_one()
@@ -124,7 +124,7 @@ def test_chinese_names_index_and_query_right(archive: Archive, charset: str, nam
     data = make_instance(patient_name=name, charset=charset)
     if charset:
         assert name.split("=")[1].encode("utf-8") not in data or charset == "ISO_IR 192"
-    archive.ingest(data)
+    archive.ingest(data, hospital=1)
     with archive.db.read() as s:
         patient = s.execute(select(Patient)).scalar_one()
         assert patient.name == name.rstrip("=")  # an empty trailing group is not kept
@@ -146,7 +146,7 @@ def test_chinese_names_index_and_query_right(archive: Archive, charset: str, nam
 def test_pydicom_chinese_files_round_trip(archive: Archive, name: str, expected: str) -> None:
     """pydicom's own GB18030 (chrX2) and UTF-8 (chrX1) files."""
     (path,) = get_charset_files(name)
-    archive.ingest(Path(path).read_bytes())
+    archive.ingest(Path(path).read_bytes(), hospital=1)
     with archive.db.read() as s:
         assert s.execute(select(Patient.name)).scalar_one() == expected
 
@@ -155,7 +155,7 @@ def test_gb2312_alias_is_read_as_gb18030(archive: Archive) -> None:
     """Chinese modalities often write the non-standard 'GB2312': accept it, decode right."""
     ds = make_dataset(patient_name="Zhao^Wei=赵^伟=", charset="GB18030")
     data = to_bytes(ds).replace(b"GB18030", b"GB2312 ")
-    archive.ingest(data)
+    archive.ingest(data, hospital=1)
     with archive.db.read() as s:
         assert s.execute(select(Patient.name)).scalar_one() == "Zhao^Wei=赵^伟"
 
@@ -166,7 +166,7 @@ def test_gb2312_alias_is_read_as_gb18030(archive: Archive) -> None:
 def _assert_refused(archive: Archive, data: bytes, reason: RejectReason) -> Rejected:
     before = counts(archive)
     with pytest.raises(Rejected) as exc:
-        archive.ingest(data)
+        archive.ingest(data, hospital=1)
     assert exc.value.reason is reason, exc.value.message
     assert exc.value.message  # a reason a person can read
     assert counts(archive) == before
@@ -185,7 +185,7 @@ def test_refuses_truncated(archive: Archive) -> None:
     assert "truncated" in exc.message
     # cut inside the file meta / header too
     with pytest.raises(Rejected):
-        archive.ingest(data[:150])
+        archive.ingest(data[:150], hospital=1)
     assert counts(archive) == (0, 0, 0, 0)
 
 
@@ -217,7 +217,7 @@ def test_refuses_unknown_charset_with_non_ascii_text(archive: Archive) -> None:
 def test_unknown_charset_with_ascii_text_is_stored(archive: Archive) -> None:
     ds = make_dataset(patient_name="Zhao^Wei", charset="ISO_IR 100")
     data = to_bytes(ds).replace(b"ISO_IR 100", b"KLINGON   ")
-    assert archive.ingest(data).outcome == "stored"
+    assert archive.ingest(data, hospital=1).outcome == "stored"
 
 
 def test_refuses_oversized_element(archive: Archive) -> None:
@@ -257,7 +257,7 @@ def test_pydicom_shipped_files_every_outcome_is_explained(archive: Archive) -> N
         path = get_testdata_file(name)
         assert path, name
         try:
-            archive.ingest(Path(path).read_bytes())
+            archive.ingest(Path(path).read_bytes(), hospital=1)
             stored += 1
         except Rejected as exc:
             assert exc.message
@@ -279,7 +279,7 @@ def test_series_of_one_study_stored_at_once_keep_every_modality(archive: Archive
             for m in modalities
         ]
         with ThreadPoolExecutor(len(blobs)) as pool:
-            results = list(pool.map(archive.ingest, blobs))
+            results = list(pool.map(lambda b: archive.ingest(b, hospital=1), blobs))
         assert {r.outcome for r in results} == {"stored"}
         with archive.db.read() as s:
             study = s.execute(select(Study).where(Study.study_uid == study_uid)).scalar_one()

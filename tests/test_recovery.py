@@ -38,13 +38,13 @@ def test_lost_index_commits_are_reindexed_from_blobs(tmp_path: Path) -> None:
     files = _study(8)
     archive = Archive(settings)
     for data in files[:5]:
-        archive.ingest(data)
+        archive.ingest(data, hospital=1)
     archive.close()  # records the watermark durably
     snapshot = tmp_path / "index-before.sqlite3"
     shutil.copy(settings.data_dir / "index.sqlite3", snapshot)
     archive = Archive(settings)
     for data in files[5:]:
-        archive.ingest(data)
+        archive.ingest(data, hospital=1)
     archive.close()
     for suffix in ("", "-wal", "-shm"):
         Path(f"{settings.data_dir / 'index.sqlite3'}{suffix}").unlink(missing_ok=True)
@@ -69,7 +69,7 @@ def test_whole_index_rebuilt_from_blobs(tmp_path: Path, database_url: str) -> No
     first = Archive(Settings(data_dir=tmp_path / "a", blob_url=blobs.as_uri()))
     files = _study(4) + _study(2, name="Zhou^Min=周^敏", pid="Z2")
     for data in files:
-        first.ingest(data)
+        first.ingest(data, hospital=1)
     first.close()
     # a new, empty index over the same storage area (e.g. the index disk was lost)
     archive = Archive(

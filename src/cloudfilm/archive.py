@@ -10,6 +10,8 @@ import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+from sqlalchemy import select
+
 from cloudfilm.access import Action, AuditLog, Decision, Principal, authorize
 from cloudfilm.config import Settings
 from cloudfilm.ingest import IngestResult
@@ -33,15 +35,44 @@ class Archive:
         self.group_commit = GroupCommit(self.db)
         self.blob_writer = ThreadPoolExecutor(max_workers=16, thread_name_prefix="blob-put")
         """Blob writes run here while the ingesting thread parses (see ingest.ingest)."""
-        self.series_pks: dict[str, tuple[int, int]] = {}
-        """Series UID -> (series pk, study pk) of series already indexed: the ingest fast path."""
+        self.series_pks: dict[str, tuple[int, int, int]] = {}
+        """Series UID -> (series pk, study pk, hospital pk) of series already indexed: the
+        ingest fast path."""
+        self._owners: dict[str, int] = {}
+        """Study UID -> owning hospital pk: a study never changes hands, and every frame
+        request asks."""
         self._listeners: list[Callable[[IngestResult], None]] = []
 
     def authorize(
         self, principal: Principal, action: Action, study_uid: str | None = None, detail: str = ""
     ) -> Decision:
         """The one access check (see cloudfilm.access.policy); raises AccessDenied."""
-        return authorize(self.audit, principal, action, study_uid, detail=detail)
+        owner = self.study_owner(study_uid) if study_uid else None
+        return authorize(
+            self.audit, principal, action, study_uid, detail=detail, study_hospital=owner
+        )
+
+    def study_owner(self, study_uid: str, *, cached_only: bool = False) -> int | None:
+        """The hospital holding this study, or None when the index does not know it (yet).
+
+        ``cached_only``: answer from memory or raise LookupError (the event loop may not wait
+        for the index)."""
+        owner = self._owners.get(study_uid)
+        if owner is not None:
+            return owner
+        if cached_only:
+            raise LookupError(study_uid)
+        from cloudfilm.storage.models import Study
+
+        with self.db.engine.connect() as conn:
+            owner = conn.execute(
+                select(Study.hospital_pk).where(Study.study_uid == study_uid)
+            ).scalar()
+        if owner is not None:
+            if len(self._owners) > 200_000:
+                self._owners.clear()
+            self._owners[study_uid] = owner
+        return owner
 
     def recover(self) -> int:
         """Run at start: drop half-written blobs a crash left behind, and re-index any blob
@@ -57,12 +88,16 @@ class Archive:
         self,
         data: bytes,
         *,
+        hospital: int,
         source: str = "",
         stored_key: str | None = None,
         sha256: str | None = None,
     ) -> IngestResult:
-        """``sha256``: the hex digest of ``data`` when the caller hashed it on arrival."""
-        return _ingest(self, data, source=source, stored_key=stored_key, sha256=sha256)
+        """``hospital``: the owner (see ingest.ingest). ``sha256``: the hex digest of ``data``
+        when the caller hashed it on arrival."""
+        return _ingest(
+            self, data, hospital=hospital, source=source, stored_key=stored_key, sha256=sha256
+        )
 
     def on_stored(self, listener: Callable[[IngestResult], None]) -> None:
         """Subscribe to newly stored instances (metadata caches, film issuing, forwarding)."""

@@ -124,14 +124,28 @@ def _print_banner(settings: Settings, extra: list[str]) -> None:
 @main.command(name="import")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--workers", default=4, show_default=True)
-def import_(paths: tuple[Path, ...], workers: int) -> None:
+@click.option(
+    "--hospital",
+    default=None,
+    help="Code of the hospital the studies belong to (default: the first hospital).",
+)
+def import_(paths: tuple[Path, ...], workers: int, hospital: str | None) -> None:
     """Import DICOM files, folders (recursively) and zip archives."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
+    from cloudfilm.accounts.hospitals import DIRECTORY, HospitalError
+    from cloudfilm.accounts.models import FIRST_HOSPITAL
     from cloudfilm.archive import Archive
     from cloudfilm.importer import count_sources, import_paths
 
     archive = Archive(Settings())
+    owner = FIRST_HOSPITAL
+    if hospital:
+        try:
+            owner = DIRECTORY.by_code(archive.db, hospital).pk
+        except HospitalError as exc:
+            archive.close()
+            raise click.UsageError(str(exc)) from exc
     total = count_sources(list(paths))
     with Progress(
         "[progress.description]{task.description}",
@@ -142,7 +156,11 @@ def import_(paths: tuple[Path, ...], workers: int) -> None:
     ) as progress:
         task = progress.add_task("importing", total=total)
         summary = import_paths(
-            archive, list(paths), workers=workers, progress=lambda: progress.advance(task)
+            archive,
+            list(paths),
+            hospital=owner,
+            workers=workers,
+            progress=lambda: progress.advance(task),
         )
     archive.close()
     c = summary.counts
@@ -218,6 +236,10 @@ def _register_optional() -> None:
         main.add_command(film)
     except ImportError:
         pass
+    from cloudfilm.accounts.cli import ae, hospital, user
+
+    for group in (hospital, user, ae):
+        main.add_command(group)
 
 
 _register_optional()

@@ -27,6 +27,8 @@ class AllowedCaller(BaseModel):
 
     ae_title: str
     host: str | None = None
+    hospital: str | None = None
+    """The owning hospital's code (None: the deployment's first hospital)."""
     services: list[Literal["echo", "store", "find", "get", "move"]] = Field(
         default_factory=lambda: ["echo", "store", "find", "get", "move"]
     )

@@ -24,7 +24,7 @@ def load_demo(archive: Archive) -> list[str]:
     if not manifest_path.exists():
         log.info("writing the demo data set to %s (once)", dest)
         write_demo(dest)
-    summary = import_paths(archive, sorted(dest.rglob("*.dcm")))
+    summary = import_paths(archive, sorted(dest.rglob("*.dcm")), hospital=1)
     log.info(
         "demo import: %d new, %d already there, %d refused",
         summary.accepted,

@@ -83,8 +83,14 @@ def _bounded_map(
 
 
 def import_paths(
-    archive: Archive, paths: list[Path], *, workers: int = 4, progress=None
-) -> ImportSummary:  # type: ignore[no-untyped-def]
+    archive: Archive,
+    paths: list[Path],
+    *,
+    hospital: int,
+    workers: int = 4,
+    progress=None,  # type: ignore[no-untyped-def]
+) -> ImportSummary:
+    """``hospital``: the owner of everything imported (``cloudfilm import --hospital``)."""
     summary = ImportSummary()
 
     def one(item: tuple[str, bytes | Path]) -> tuple[str, str, str, int]:
@@ -93,7 +99,7 @@ def import_paths(
             data = src.read_bytes() if isinstance(src, Path) else src
             if not data:
                 return label, "rejected", "empty or missing file", 0
-            result = archive.ingest(data, source=f"import:{label}")
+            result = archive.ingest(data, hospital=hospital, source=f"import:{label}")
             return label, result.outcome, "", len(data)
         except Rejected as exc:
             return label, "rejected", exc.message, 0

@@ -132,7 +132,8 @@ class Portal:
             self.archive.ingest(
                 make_instance(
                     study_uid=study_uid, series_uid=series_uid, instance_number=i + 1, size=32, **kw
-                )
+                ),
+                hospital=1,
             )
         return study_uid
 

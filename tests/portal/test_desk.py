@@ -118,7 +118,7 @@ def test_the_demo_banner_prints_a_working_link_and_code(portal: Portal) -> None:
 
     dest = portal.archive.settings.data_dir / "demo"
     write_demo(dest, ct_slices=4, ct_size=64, include_pydicom_files=False, include_codecs=False)
-    import_paths(portal.archive, [dest / "ct"])
+    import_paths(portal.archive, [dest / "ct"], hospital=1)
     lines = demo_film_lines(portal.archive)
     assert lines == demo_film_lines(portal.archive), "the same link and code every start"
     token = re.search(r"/f/(\S+)", lines[0]).group(1)  # type: ignore[union-attr]

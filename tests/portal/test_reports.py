@@ -205,14 +205,14 @@ def test_dicom_sr_and_encapsulated_pdf_through_the_one_ingest(portal: Portal) ->
     sr.ValueType = "CONTAINER"
     sr.ContentSequence = [_text_item("Findings", "肝脏形态大小正常。"),
                           _text_item("Impression", "肝脏未见异常。")]  # fmt: skip
-    portal.archive.ingest(to_bytes(sr))
+    portal.archive.ingest(to_bytes(sr), hospital=1)
 
     pdf_study = portal.study(accession="ACC-EPDF")
     ep = _dicom_report(pdf_study, "1.2.840.10008.5.1.4.1.1.104.1")
     pdf = virtual_printer_pdf("CT00000792")
     ep.MIMETypeOfEncapsulatedDocument = "application/pdf"
     ep.EncapsulatedDocument = pdf + (b"\x00" if len(pdf) % 2 else b"")
-    portal.archive.ingest(to_bytes(ep))
+    portal.archive.ingest(to_bytes(ep), hospital=1)
 
     portal.issue()
     sr_case, pdf_case = portal.film(sr_study), portal.film(pdf_study)

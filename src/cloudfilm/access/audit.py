@@ -39,6 +39,7 @@ class _Pending:
     outcome: str
     detail: str
     client: str
+    hospital: int | None = None
 
 
 def record_hash(prev_hash: str, ev: AuditEvent | _Pending) -> str:
@@ -79,10 +80,18 @@ class AuditLog:
         outcome: str,
         detail: str = "",
         client: str = "",
+        hospital: int | None = None,
     ) -> None:
         self._items.append(
             _Pending(
-                utcnow(), principal[:256], action[:64], resource[:256], outcome, detail, client
+                utcnow(),
+                principal[:256],
+                action[:64],
+                resource[:256],
+                outcome,
+                detail,
+                client,
+                hospital,
             )
         )
 
@@ -144,6 +153,7 @@ class AuditLog:
                         "outcome": p.outcome,
                         "detail": p.detail,
                         "client": p.client,
+                        "hospital_pk": p.hospital,
                         "prev_hash": prev,
                         "hash": h,
                     }

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import DateTime, Integer, String
+from sqlalchemy import DateTime, ForeignKey, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from cloudfilm.storage.models import Base, utcnow
@@ -24,6 +24,11 @@ class ApiToken(Base):
 
     pk: Mapped[int] = mapped_column(Integer, primary_key=True)
     token_id: Mapped[str] = mapped_column(String(32), unique=True)
+    hospital_pk: Mapped[int | None] = mapped_column(
+        ForeignKey("hospitals.pk"), index=True, nullable=True
+    )
+    """Whose token: it reads and writes only that hospital's data. None: a platform token
+    (``operator`` scope), made only from the command line."""
     name: Mapped[str] = mapped_column(String(128), default="")
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     scopes: Mapped[str] = mapped_column(String(128), default="")

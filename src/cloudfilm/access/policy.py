@@ -1,9 +1,13 @@
 """The one access check. Every read of a study, whatever the door (DIMSE, DICOMweb, downloads,
 pages), asks :func:`authorize`; nothing else decides, and every decision is audited.
 
-A principal says who is asking and what it may reach: a set of scopes, and optionally the only
-studies it may see (a patient's film, a share). ``studies=None`` means "any study", which only
-machine principals (an allowed AE, an API token) get.
+A principal says who is asking and what it may reach: a set of scopes, the hospital it belongs
+to, and optionally the only studies it may see (a patient's film, a share, a consent grant).
+
+- ``studies`` set: exactly those studies, whichever hospital holds them (the patient consented).
+- otherwise ``hospital`` set: that hospital's studies only (its AEs, tokens and users).
+- neither: only a platform operator (scope ``operator``) or the system; an operator's every
+  read is audited under its own name.
 """
 
 from __future__ import annotations
@@ -27,17 +31,22 @@ class Action(StrEnum):
     """Take a whole study away (zip of originals, JPEG exports): a grant may allow viewing only."""
     MANAGE = "manage"
     """Act as the owner of a film: create and revoke its shares, read its access history."""
+    FILM = "film"
+    """The film desk: issue, print and reissue a patient's film; record assisted consent."""
     ADMIN = "admin"
+    """Manage a hospital's users, AE titles and API tokens."""
 
 
-SCOPE_FOR = {
-    Action.QUERY: "read",
-    Action.READ: "read",
-    Action.WRITE: "write",
-    Action.ADMIN: "admin",
-    Action.DOWNLOAD: "read",
-    Action.MANAGE: "manage",
+SCOPE_FOR: dict[Action, frozenset[str]] = {
+    Action.QUERY: frozenset({"read"}),
+    Action.READ: frozenset({"read"}),
+    Action.WRITE: frozenset({"write"}),
+    Action.ADMIN: frozenset({"admin"}),
+    Action.DOWNLOAD: frozenset({"read"}),
+    Action.MANAGE: frozenset({"manage"}),
+    Action.FILM: frozenset({"film", "write"}),
 }
+"""Any one of these scopes allows the action (``admin`` allows every action)."""
 
 
 @dataclass(frozen=True)
@@ -48,6 +57,10 @@ class Principal:
     scopes: frozenset[str] = frozenset()
     studies: frozenset[str] | None = None
     client: str = ""
+    hospital: int | None = None
+    """The owning hospital's pk; None for operators, the system and grant-limited visitors."""
+    name: str = ""
+    """A person's display name, for the audit trail and the patient's access history."""
 
     @property
     def label(self) -> str:
@@ -63,6 +76,8 @@ class Decision:
     reason: str = ""
     studies: frozenset[str] | None = field(default=None)
     """For queries: the studies the answer must be limited to (None: no limit)."""
+    hospital: int | None = None
+    """For queries: the hospital the answer must be limited to (None: no limit)."""
 
 
 class AccessDenied(Exception):
@@ -71,13 +86,22 @@ class AccessDenied(Exception):
         self.decision = decision
 
 
-def decide(principal: Principal, action: Action, study_uid: str | None) -> Decision:
-    """Pure decision, no side effects: kept separate so it is easy to read and to test."""
+def decide(
+    principal: Principal,
+    action: Action,
+    study_uid: str | None,
+    study_hospital: int | None = None,
+) -> Decision:
+    """Pure decision, no side effects: kept separate so it is easy to read and to test.
+
+    ``study_hospital``: the owner of ``study_uid`` when the index knows the study.
+    """
     if principal.kind == "system":
         return Decision(True, principal, action, study_uid, "system")
     needed = SCOPE_FOR[action]
-    if needed not in principal.scopes and "admin" not in principal.scopes:
-        return Decision(False, principal, action, study_uid, f"scope '{needed}' required")
+    if not needed & principal.scopes and "admin" not in principal.scopes:
+        wanted = " or ".join(sorted(needed))
+        return Decision(False, principal, action, study_uid, f"scope '{wanted}' required")
     if principal.studies is not None:
         if action is Action.QUERY:
             return Decision(True, principal, action, study_uid, "limited", principal.studies)
@@ -85,7 +109,21 @@ def decide(principal: Principal, action: Action, study_uid: str | None) -> Decis
             return Decision(False, principal, action, study_uid, "study outside this grant")
         if action is Action.DOWNLOAD and "download" not in principal.scopes:
             return Decision(False, principal, action, study_uid, "this grant allows viewing only")
-    return Decision(True, principal, action, study_uid, "granted", principal.studies)
+        return Decision(True, principal, action, study_uid, "granted", principal.studies)
+    if principal.hospital is None:
+        if "operator" not in principal.scopes:
+            return Decision(False, principal, action, study_uid, "belongs to no hospital")
+        if action in (Action.WRITE, Action.FILM):
+            # Data enters through a hospital's door, so that it has an owner.
+            return Decision(
+                False, principal, action, study_uid, "an operator acts through a hospital"
+            )
+        return Decision(True, principal, action, study_uid, "operator")
+    if study_hospital is not None and study_hospital != principal.hospital:
+        return Decision(False, principal, action, study_uid, "study of another hospital")
+    return Decision(
+        True, principal, action, study_uid, "granted", None, hospital=principal.hospital
+    )
 
 
 def authorize(
@@ -95,9 +133,12 @@ def authorize(
     study_uid: str | None = None,
     *,
     detail: str = "",
+    study_hospital: int | None = None,
 ) -> Decision:
     """Decide, audit the decision, and raise :class:`AccessDenied` when refused."""
-    decision = decide(principal, action, study_uid)
+    decision = decide(principal, action, study_uid, study_hospital)
+    if decision.allowed and decision.reason == "operator":
+        detail = f"operator read; {detail}".strip("; ")
     audit.record(
         principal=principal.label,
         action=str(action),
@@ -105,6 +146,7 @@ def authorize(
         outcome="allow" if decision.allowed else "deny",
         detail=detail if decision.allowed else f"{decision.reason}; {detail}".strip("; "),
         client=principal.client,
+        hospital=study_hospital if study_hospital is not None else principal.hospital,
     )
     if not decision.allowed:
         raise AccessDenied(decision)

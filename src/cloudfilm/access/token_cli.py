@@ -5,6 +5,8 @@ from __future__ import annotations
 import click
 
 from cloudfilm.access.tokens import TokenError, create_token, list_tokens, revoke_token
+from cloudfilm.accounts.hospitals import DIRECTORY, HospitalError
+from cloudfilm.accounts.models import FIRST_HOSPITAL
 from cloudfilm.archive import Archive
 from cloudfilm.config import Settings
 
@@ -22,7 +24,7 @@ def demo_token_lines(archive: Archive) -> list[str]:
     for old in list_tokens(archive.db, include_revoked=False):
         if old.name == DEMO_TOKEN_NAME:
             revoke_token(archive.db, old.token_id)
-    info, plaintext = create_token(archive.db, DEMO_TOKEN_NAME, "read")
+    info, plaintext = create_token(archive.db, DEMO_TOKEN_NAME, "read", hospital=FIRST_HOSPITAL)
     url = archive.settings.http_url
     return [
         f"Read-only API token ({info.token_id}): {plaintext}",
@@ -50,13 +52,26 @@ def token() -> None:
 
 @token.command("create")
 @click.option("--name", required=True, help="Who or what uses the token (shown by `list`).")
-@click.option("--scope", "scope", default="read", show_default=True, help="read,write,admin")
-def create_cmd(name: str, scope: str) -> None:
+@click.option(
+    "--scope", "scope", default="read", show_default=True, help="read,write,film,admin,operator"
+)
+@click.option(
+    "--hospital",
+    default=None,
+    help="Code of the hospital whose data it reaches (default: the first hospital); "
+    "'-' for a platform token (scope operator).",
+)
+def create_cmd(name: str, scope: str, hospital: str | None) -> None:
     """Create a token. The token is printed alone on the last line, once: keep it."""
     archive = _archive()
     try:
-        info, plaintext = create_token(archive.db, name, scope)
-    except TokenError as exc:
+        owner: int | None = FIRST_HOSPITAL
+        if hospital == "-":
+            owner = None
+        elif hospital:
+            owner = DIRECTORY.by_code(archive.db, hospital).pk
+        info, plaintext = create_token(archive.db, name, scope, hospital=owner)
+    except (TokenError, HospitalError) as exc:
         raise click.UsageError(str(exc)) from exc
     finally:
         archive.close()
@@ -71,6 +86,7 @@ def list_cmd() -> None:
     archive = _archive()
     try:
         rows = list_tokens(archive.db)
+        codes = {h.pk: h.code for h in DIRECTORY.all(archive.db)}
     finally:
         archive.close()
     if not rows:
@@ -79,7 +95,10 @@ def list_cmd() -> None:
     for t in rows:
         state = "active" if t.active else f"revoked {t.revoked_at:%Y-%m-%d %H:%M}"
         scopes = ",".join(sorted(t.scopes))
-        click.echo(f"{t.token_id}\t{t.name}\t{scopes}\t{t.created_at:%Y-%m-%d %H:%M}\t{state}")
+        owner = codes.get(t.hospital, "-") if t.hospital is not None else "-"
+        click.echo(
+            f"{t.token_id}\t{owner}\t{t.name}\t{scopes}\t{t.created_at:%Y-%m-%d %H:%M}\t{state}"
+        )
 
 
 @token.command("revoke")

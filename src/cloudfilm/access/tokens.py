@@ -21,7 +21,8 @@ from cloudfilm.access.models import ApiToken
 from cloudfilm.storage.database import Database
 from cloudfilm.storage.models import utcnow
 
-SCOPES = ("read", "write", "admin")
+SCOPES = ("read", "write", "film", "admin", "operator")
+"""``operator`` (every hospital, read-only and audited) only for tokens of no hospital."""
 PREFIX = "cf_"
 
 
@@ -38,6 +39,7 @@ class TokenInfo:
     scopes: frozenset[str]
     created_at: datetime
     revoked_at: datetime | None
+    hospital: int | None = None
 
     @property
     def active(self) -> bool:
@@ -67,15 +69,23 @@ def _info(row: ApiToken) -> TokenInfo:
         scopes=frozenset(s for s in row.scopes.split(",") if s),
         created_at=row.created_at,
         revoked_at=row.revoked_at,
+        hospital=row.hospital_pk,
     )
 
 
-def create_token(db: Database, name: str, scopes: str | list[str]) -> tuple[TokenInfo, str]:
-    """Create a token; the plaintext is returned once and never stored."""
+def create_token(
+    db: Database, name: str, scopes: str | list[str], *, hospital: int | None
+) -> tuple[TokenInfo, str]:
+    """Create a token of one hospital (None: a platform token, which needs ``operator``);
+    the plaintext is returned once and never stored."""
     wanted = parse_scopes(scopes)
     name = name.strip()
     if not name:
         raise TokenError("a token needs a name (who or what uses it)")
+    if hospital is None and wanted != {"operator"} and wanted != {"operator", "read"}:
+        raise TokenError("a token of no hospital is a platform token: scope 'operator' only")
+    if hospital is not None and "operator" in wanted:
+        raise TokenError("scope 'operator' is for platform tokens (no --hospital)")
     token = PREFIX + secrets.token_urlsafe(32)
     row = ApiToken(
         token_id=secrets.token_hex(6),
@@ -83,27 +93,34 @@ def create_token(db: Database, name: str, scopes: str | list[str]) -> tuple[Toke
         token_hash=hash_token(token),
         scopes=",".join(s for s in SCOPES if s in wanted),
         created_at=utcnow(),
+        hospital_pk=hospital,
     )
     with db.write() as session:
         session.add(row)
     return _info(row), token
 
 
-def list_tokens(db: Database, *, include_revoked: bool = True) -> list[TokenInfo]:
+def list_tokens(
+    db: Database, *, include_revoked: bool = True, hospital: int | None = None
+) -> list[TokenInfo]:
+    """``hospital``: only that hospital's tokens (None: all)."""
     with db.read() as session:
         stmt = select(ApiToken).order_by(ApiToken.pk)
+        if hospital is not None:
+            stmt = stmt.where(ApiToken.hospital_pk == hospital)
         if not include_revoked:
             stmt = stmt.where(ApiToken.revoked_at.is_(None))
         return [_info(r) for r in session.execute(stmt).scalars()]
 
 
-def revoke_token(db: Database, token_id: str) -> TokenInfo:
-    """Revoke at once; revoking twice is harmless. Raises TokenError for an unknown id."""
+def revoke_token(db: Database, token_id: str, *, hospital: int | None = None) -> TokenInfo:
+    """Revoke at once; revoking twice is harmless. Raises TokenError for an unknown id (or one
+    of another hospital than ``hospital``, when given)."""
     with db.write() as session:
         row = session.execute(
             select(ApiToken).where(ApiToken.token_id == token_id.strip())
         ).scalar_one_or_none()
-        if row is None:
+        if row is None or (hospital is not None and row.hospital_pk != hospital):
             raise TokenError(f"no token with id {token_id!r}")
         if row.revoked_at is None:
             row.revoked_at = utcnow()
@@ -162,10 +179,11 @@ def _query_token(db: Database, digest: str) -> TokenInfo | None:
         scopes=frozenset(s for s in row.scopes.split(",") if s),
         created_at=row.created_at,
         revoked_at=row.revoked_at,
+        hospital=row.hospital_pk,
     )
 
 
 _t = ApiToken.__table__.c
 _BY_HASH = select(
-    _t.token_id, _t.name, _t.token_hash, _t.scopes, _t.created_at, _t.revoked_at
+    _t.token_id, _t.name, _t.token_hash, _t.scopes, _t.created_at, _t.revoked_at, _t.hospital_pk
 ).where(_t.token_hash == bindparam("digest"))

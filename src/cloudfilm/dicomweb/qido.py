@@ -230,6 +230,7 @@ def search(
     q, include, include_all, warnings = _parse(request, level)
     decision = archive.authorize(principal, Action.QUERY, study, detail=f"qido {level.lower()}")
     q.allowed_studies = decision.studies
+    q.hospital = decision.hospital
     if study is not None:
         q.keys["StudyInstanceUID"] = study
     if series is not None:

@@ -119,8 +119,9 @@ def _store_part(
         archive.authorize(principal, Action.WRITE, study or None, detail=f"stow {sop_uid}")
     except AccessDenied as exc:
         return Outcome(sop_class, sop_uid, FAIL_NOT_AUTHORISED, message=str(exc))
+    assert principal.hospital is not None  # the access check lets no one else write
     try:
-        result = archive.ingest(part.body, source=source)
+        result = archive.ingest(part.body, hospital=principal.hospital, source=source)
     except Rejected as exc:
         return Outcome(
             sop_class,

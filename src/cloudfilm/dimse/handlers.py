@@ -20,6 +20,7 @@ from pynetdicom.events import Event
 from sqlalchemy import select
 
 from cloudfilm.access import AccessDenied, Action, Principal
+from cloudfilm.accounts.aes import CALLERS
 from cloudfilm.dimse.identifiers import IdentifierError, query_from_identifier, response_identifier
 from cloudfilm.ingest import Rejected
 from cloudfilm.storage.models import Instance
@@ -63,10 +64,21 @@ class Handlers:
         return self.principal_for(ae, requestor.address, service)
 
     def principal_for(self, ae: str, host: str, service: str) -> Principal:
-        """The calling AE as a principal; its scope is what the allow-list grants this service."""
-        allowed = self.settings.caller_allowed(ae, host, service)
+        """The calling AE as a principal of its hospital; its scope is what the hospital's
+        registration (or the settings' allow-list) grants this service."""
+        caller = CALLERS.caller(self.settings, self.archive.db, ae, host)
+        allowed = caller.hospital is not None and service in caller.services
         scopes = frozenset({SERVICE_SCOPES[service]}) if allowed else frozenset()
-        return Principal(kind="ae", id=f"{ae}@{host}", scopes=scopes, client=host)
+        return Principal(
+            kind="ae", id=f"{ae}@{host}", scopes=scopes, client=host, hospital=caller.hospital
+        )
+
+    def known_title(self, ae: str) -> bool:
+        """May an association from this calling AE title be accepted at all?"""
+        return CALLERS.known_title(self.settings, self.archive.db, ae)
+
+    def echo_allowed(self, ae: str, host: str) -> bool:
+        return bool(self.principal_for(ae, host, "echo").scopes)
 
     # -- C-ECHO ---------------------------------------------------------------------------
     def echo(self, event: Event) -> int:
@@ -74,24 +86,28 @@ class Handlers:
         return SUCCESS if p.scopes else NOT_AUTHORIZED
 
     # -- C-STORE --------------------------------------------------------------------------
-    def may_store(self, ae: str, host: str) -> bool:
-        """One audited decision per association (both receive paths ask once)."""
+    def may_store(self, ae: str, host: str) -> int | None:
+        """One audited decision per association (both receive paths ask once): the hospital
+        the association stores for, or None when it may not store."""
+        principal = self.principal_for(ae, host, "store")
         try:
-            self.archive.authorize(
-                self.principal_for(ae, host, "store"), Action.WRITE, None, "C-STORE"
-            )
+            self.archive.authorize(principal, Action.WRITE, None, "C-STORE")
         except AccessDenied:
-            return False
-        return True
+            return None
+        return principal.hospital
 
-    def receive(self, data: bytes, ae: str, *, sha256: str | None = None) -> tuple[int, str]:
+    def receive(
+        self, data: bytes, ae: str, hospital: int, *, sha256: str | None = None
+    ) -> tuple[int, str]:
         """Hand one received instance to the one ingest function; the C-STORE status to answer.
 
         Shared by pynetdicom's handler and the event-driven store path, so both give the same
         statuses for the same bytes.
         """
         try:
-            result = self.archive.ingest(data, source=f"dimse:{ae}", sha256=sha256)
+            result = self.archive.ingest(
+                data, hospital=hospital, source=f"dimse:{ae}", sha256=sha256
+            )
         except Rejected as exc:
             log.warning("C-STORE refused from %s: %s", ae, exc.message)
             return exc.reason.dimse_status, exc.message
@@ -105,13 +121,13 @@ class Handlers:
     def store(self, event: Event) -> Dataset | int:
         assoc = event.assoc
         ae = assoc.requestor.ae_title.strip() if isinstance(assoc.requestor.ae_title, str) else ""
-        allowed = getattr(assoc, "_cloudfilm_store_allowed", None)
-        if allowed is None:
-            allowed = self.may_store(ae, assoc.requestor.address)
-            assoc._cloudfilm_store_allowed = allowed
-        if not allowed:
+        hospital = getattr(assoc, "_cloudfilm_store_hospital", 0)
+        if hospital == 0:
+            hospital = self.may_store(ae, assoc.requestor.address)
+            assoc._cloudfilm_store_hospital = hospital
+        if hospital is None:
             return _status(NOT_AUTHORIZED, "calling AE may not store here")
-        status, comment = self.receive(event.encoded_dataset(include_meta=True), ae)
+        status, comment = self.receive(event.encoded_dataset(include_meta=True), ae, hospital)
         return _status(status, comment) if comment else status
 
     # -- C-FIND ---------------------------------------------------------------------------
@@ -129,6 +145,7 @@ class Handlers:
             yield _status(NOT_AUTHORIZED, "calling AE may not query"), None
             return
         query.allowed_studies = decision.studies
+        query.hospital = decision.hospital
         try:
             with self.archive.db.read() as session:
                 result = run_query(session, query)
@@ -154,6 +171,15 @@ class Handlers:
         query.want_meta = False
         principal = self.principal(event, service)
         try:
+            # the hospital's studies only: another hospital's are not even matched
+            decision = self.archive.authorize(
+                principal, Action.QUERY, None, f"C-{service.upper()} match"
+            )
+        except AccessDenied:
+            return _status(NOT_AUTHORIZED, "calling AE may not retrieve")
+        query.allowed_studies = decision.studies
+        query.hospital = decision.hospital
+        try:
             with self.archive.db.read() as session:
                 rows = run_query(session, query).rows
                 keys = dict(
@@ -166,11 +192,6 @@ class Handlers:
         except QueryError as exc:
             return _status(UNABLE_TO_PROCESS, str(exc))
         studies = sorted({r["StudyInstanceUID"] for r in rows})
-        if not studies:
-            try:
-                self.archive.authorize(principal, Action.QUERY, None, f"C-{service.upper()}")
-            except AccessDenied:
-                return _status(NOT_AUTHORIZED, "calling AE may not retrieve")
         for study in studies:
             try:
                 self.archive.authorize(

@@ -145,8 +145,12 @@ class StoreRouter:
             decoded = pdu.decode_associate_rq(request)
             # a request the ACSE rules reject (application context, protocol version) gets
             # the standard's A-ASSOCIATE-RJ from the store path, whatever it proposes
+            # ... and so does a calling AE title no hospital registered (PS3.8 A-ASSOCIATE-RJ
+            # "calling AE title not recognised"), for both paths
             store_only = (
-                negotiation.is_store_only(decoded) or negotiation.rejection(decoded) is not None
+                negotiation.is_store_only(decoded)
+                or negotiation.rejection(decoded) is not None
+                or not self.handlers.known_title(negotiation._ae(decoded.calling_ae_title))
             )
         except pdu.ProtocolError:
             decoded, store_only = None, True  # the store path answers it with an abort

@@ -115,8 +115,8 @@ def build_ae(archive: Archive) -> AE:
     # Storage Commitment: the modality is SCU; we accept its (optional) role proposal as SCU
     # and never the SCP role (we send reports, we do not take them).
     ae.add_supported_context(STORAGE_COMMITMENT, scu_role=True, scp_role=False)
-    if settings.allowed_callers:
-        ae.require_calling_aet = sorted({c.ae_title.strip() for c in settings.allowed_callers})
+    # Unknown calling AE titles are refused by the router before pynetdicom sees them (the
+    # registered titles change at run time; pynetdicom's require_calling_aet is fixed).
     return ae
 
 

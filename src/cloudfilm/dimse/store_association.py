@@ -73,7 +73,8 @@ class StoreAssociation(asyncio.Protocol):
         self.last_activity = time.monotonic()
         self.timer: asyncio.TimerHandle | None = None
         self.accepted: negotiation.Accepted | None = None
-        self.store_allowed: bool | None = None
+        self.store_hospital: int | None = 0
+        """0: not asked yet; None: may not store; else the hospital it stores for."""
         self.admitted = False
         self.release_requested = False
         # the message being received
@@ -192,11 +193,8 @@ class StoreAssociation(asyncio.Protocol):
         self.decoded_request = None
         refusal = negotiation.rejection(request)
         ae = negotiation._ae(request.calling_ae_title)
-        settings = self.handlers.settings
-        if refusal is None and settings.allowed_callers:
-            known = {c.ae_title.strip() for c in settings.allowed_callers}
-            if ae not in known:
-                refusal = pdu.associate_rj(1, 1, 3)  # calling AE title not recognised
+        if refusal is None and not self.handlers.known_title(ae):
+            refusal = pdu.associate_rj(1, 1, 3)  # calling AE title not recognised
         if refusal is None:
             if not self.admit():
                 refusal = pdu.associate_rj(2, 3, 2)  # transient, local limit exceeded
@@ -247,9 +245,7 @@ class StoreAssociation(asyncio.Protocol):
         assert self.accepted is not None
         abstract, transfer = self.accepted.contexts[context_id]
         if command.command_field == pdu.C_ECHO_RQ:
-            allowed = self.handlers.settings.caller_allowed(
-                self.accepted.calling_ae, self.peer_host, "echo"
-            )
+            allowed = self.handlers.echo_allowed(self.accepted.calling_ae, self.peer_host)
             rsp = pdu.response(
                 pdu.C_ECHO_RSP, command.message_id, 0 if allowed else NOT_AUTHORIZED, abstract
             )
@@ -278,11 +274,13 @@ class StoreAssociation(asyncio.Protocol):
     def _ingest(self, command: pdu.Command, data: bytes, digest: str) -> tuple[int, str]:
         """In a worker thread: the same decision and ingest call as pynetdicom's handler."""
         assert self.accepted is not None
-        if self.store_allowed is None:
-            self.store_allowed = self.handlers.may_store(self.accepted.calling_ae, self.peer_host)
-        if not self.store_allowed:
+        if self.store_hospital == 0:
+            self.store_hospital = self.handlers.may_store(self.accepted.calling_ae, self.peer_host)
+        if self.store_hospital is None:
             return NOT_AUTHORIZED, "calling AE may not store here"
-        return self.handlers.receive(data, self.accepted.calling_ae, sha256=digest)
+        return self.handlers.receive(
+            data, self.accepted.calling_ae, self.store_hospital, sha256=digest
+        )
 
     def _stored(self, context_id: int, command: pdu.Command, future: asyncio.Future) -> None:
         self.busy = False

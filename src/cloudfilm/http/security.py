@@ -65,7 +65,12 @@ class BearerTokenResolver:
                 headers={"WWW-Authenticate": f'{_CHALLENGE}, error="invalid_token"'},
             )
         return Principal(
-            kind="token", id=info.token_id, scopes=info.scopes, client=client_address(request)
+            kind="token",
+            id=info.token_id,
+            scopes=info.scopes,
+            client=client_address(request),
+            hospital=info.hospital,
+            name=info.name,
         )
 
 

@@ -16,6 +16,10 @@ class RejectReason(Enum):
     TOO_LARGE = ("too-large", 0xA700, 413)
     CONFLICT = ("conflict", 0xA900, 409)
     """Re-sent SOP Instance UID with other bytes under the ``reject`` duplicate policy."""
+    OTHER_HOSPITAL = ("other-hospital", 0x0124, 409)
+    """The Study, Series or SOP Instance UID is held by another hospital: UIDs are unique in
+    the world, so this is a misconfigured sender (or an attempt to write into someone else's
+    study); it is refused ("Refused: Not Authorized"), never merged."""
     STORAGE = ("storage-failure", 0xA701, 503)
     """The blob store or the index did not accept the write: try again later."""
 

@@ -18,6 +18,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
+from cloudfilm.accounts.hospitals import blob_tag
 from cloudfilm.ingest.errors import Rejected, RejectReason
 from cloudfilm.ingest.index_sql import HotStatements
 from cloudfilm.ingest.parse import ParsedInstance, parse_instance
@@ -53,13 +54,16 @@ def ingest(
     archive: Archive,
     data: bytes,
     *,
+    hospital: int,
     source: str = "",
     stored_key: str | None = None,
     sha256: str | None = None,
 ) -> IngestResult:
     """Check, store and index one DICOM Part-10 instance; return once it is durable.
 
-    Raises :class:`Rejected` (nothing written) for bad input or a refused duplicate.
+    ``hospital``: the owner, from the door the data came in through (the calling AE, the
+    token, ``import --hospital``). Raises :class:`Rejected` (nothing written) for bad input, a
+    refused duplicate, or UIDs another hospital holds.
     ``stored_key``: the bytes are already durable under this key (recovery re-indexing).
     """
     if len(data) > archive.settings.max_instance_bytes:
@@ -69,7 +73,7 @@ def ingest(
             f"{archive.settings.max_instance_bytes} bytes",
         )
     sha = sha256 or hashlib.sha256(data).hexdigest()
-    key = stored_key or instance_key(sha)
+    key = stored_key or instance_key(sha, owner=blob_tag(archive.db, hospital))
     # The blob is written and fsynced in another thread while this one parses: the disk's
     # wait and the parser's CPU overlap. Bad input or a duplicate then removes what was
     # written (unless an earlier copy of the same bytes uses that very key).
@@ -86,7 +90,7 @@ def ingest(
         log.exception("blob write failed for %s", parsed.sop_instance_uid)
         raise Rejected(RejectReason.STORAGE, f"storage area refused the write: {exc}") from exc
     try:
-        result, old_key = _index_with_retries(archive, parsed, key, sha, len(data))
+        result, old_key = _index_with_retries(archive, parsed, key, sha, len(data), hospital)
     except BaseException:
         _discard(archive, writing, key)
         raise
@@ -102,7 +106,7 @@ def ingest(
 
 
 def _index_with_retries(
-    archive: Archive, parsed: ParsedInstance, key: str, sha: str, size: int
+    archive: Archive, parsed: ParsedInstance, key: str, sha: str, size: int, hospital: int
 ) -> tuple[IngestResult, str | None]:
     """The index rows, in a transaction shared with concurrent ingests (group commit).
 
@@ -111,13 +115,13 @@ def _index_with_retries(
     """
     for attempt in range(5):
         try:
-            fresh: dict[str, tuple[int, int]] = {}
+            fresh: dict[str, tuple[int, int, int]] = {}
 
             def work(
-                session: Session, fresh: dict[str, tuple[int, int]] = fresh
+                session: Session, fresh: dict[str, tuple[int, int, int]] = fresh
             ) -> tuple[IngestResult, str | None]:
                 fresh.clear()  # a batch that failed runs again alone
-                return _index(session, archive, parsed, key, sha, size, fresh)
+                return _index(session, archive, parsed, key, sha, size, hospital, fresh)
 
             # The blob is durable already; the index row can be rebuilt from it, so its
             # commit need not wait for the disk (see Archive.recover), and it is shared with
@@ -175,13 +179,19 @@ def _index(
     key: str,
     sha: str,
     size: int,
-    fresh: dict[str, tuple[int, int]],
+    hospital: int,
+    fresh: dict[str, tuple[int, int, int]],
 ) -> tuple[IngestResult, str | None]:
     now = utcnow()
     hot = HotStatements(session)
     exists = hot.exists(parsed.sop_instance_uid)
     current = session.get(Instance, exists) if exists is not None else None
     if current is not None:
+        owner = session.execute(
+            select(Study.hospital_pk).join(Series).where(Series.pk == current.series_pk)
+        ).scalar_one()
+        if owner != hospital:
+            raise _other_hospital("SOP Instance", parsed.sop_instance_uid)
         decided = _decide_duplicate(archive, parsed, (current.sha256, current.blob_key), sha, size)
         if decided is not None:
             return decided, None
@@ -196,11 +206,11 @@ def _index(
     # look-ups (the pks of a series seen before are cached in the process).
     cached = archive.series_pks.get(parsed.series_uid)
     new_series = False
-    if cached is None:
-        series_pk, study_pk, new_series = _series_for(session, parsed)
-        fresh[parsed.series_uid] = (series_pk, study_pk)
+    if cached is None or cached[2] != hospital:
+        series_pk, study_pk, new_series = _series_for(session, parsed, hospital)
+        fresh[parsed.series_uid] = (series_pk, study_pk, hospital)
     else:
-        series_pk, study_pk = cached
+        series_pk, study_pk, _owner = cached
     values = dict(
         sop_uid=parsed.sop_instance_uid,
         series_pk=series_pk,
@@ -218,14 +228,28 @@ def _index(
     return _result(parsed, "stored", size), None
 
 
-def _series_for(session: Session, parsed: ParsedInstance) -> tuple[int, int, bool]:
+def _other_hospital(level: str, uid: str) -> Rejected:
+    return Rejected(
+        RejectReason.OTHER_HOSPITAL,
+        f"{level} UID {uid} is already held by another hospital; it is not stored here",
+    )
+
+
+def _series_for(session: Session, parsed: ParsedInstance, hospital: int) -> tuple[int, int, bool]:
     """Find or create patient, study and series; returns (series pk, study pk, created)."""
-    patient = _patient(session, parsed)
     study = session.execute(
         select(Study).where(Study.study_uid == parsed.study_uid)
     ).scalar_one_or_none()
+    if study is not None and study.hospital_pk != hospital:
+        raise _other_hospital("Study Instance", parsed.study_uid)
     if study is None:
-        study = Study(study_uid=parsed.study_uid, patient_pk=patient.pk, **parsed.study)
+        patient = _patient(session, parsed, hospital)
+        study = Study(
+            study_uid=parsed.study_uid,
+            hospital_pk=hospital,
+            patient_pk=patient.pk,
+            **parsed.study,
+        )
         session.add(study)
         session.flush()
     else:
@@ -233,6 +257,10 @@ def _series_for(session: Session, parsed: ParsedInstance) -> tuple[int, int, boo
     series = session.execute(
         select(Series).where(Series.series_uid == parsed.series_uid)
     ).scalar_one_or_none()
+    if series is not None and series.study_pk != study.pk:
+        owner = session.get(Study, series.study_pk)
+        if owner is not None and owner.hospital_pk != hospital:
+            raise _other_hospital("Series Instance", parsed.series_uid)
     if series is not None:
         _fill_blanks(series, parsed.series)
         session.flush()
@@ -302,18 +330,20 @@ def _bump(
     )
 
 
-def _patient(session: Session, parsed: ParsedInstance) -> Patient:
+def _patient(session: Session, parsed: ParsedInstance, hospital: int) -> Patient:
     attrs = dict(parsed.patient)
     if not attrs["patient_id"] and not attrs["issuer"]:
         # No Patient ID: keep such studies apart rather than merging strangers into one patient.
         attrs["issuer"] = f"~noid:{parsed.study_uid}"[:64]
     patient = session.execute(
         select(Patient).where(
-            Patient.patient_id == attrs["patient_id"], Patient.issuer == attrs["issuer"]
+            Patient.hospital_pk == hospital,
+            Patient.patient_id == attrs["patient_id"],
+            Patient.issuer == attrs["issuer"],
         )
     ).scalar_one_or_none()
     if patient is None:
-        patient = Patient(**attrs)
+        patient = Patient(hospital_pk=hospital, **attrs)
         session.add(patient)
         session.flush()
     else:

@@ -31,6 +31,7 @@ class Report(Base):
     __tablename__ = "portal_reports"
 
     pk: Mapped[int] = mapped_column(Integer, primary_key=True)
+    hospital_pk: Mapped[int] = mapped_column(ForeignKey("hospitals.pk"), index=True)
     report_id: Mapped[str] = mapped_column(String(32), unique=True)
     study_uid: Mapped[str | None] = mapped_column(String(64), index=True, nullable=True)
     """The matched study; None while the images have not arrived."""
@@ -71,6 +72,7 @@ class Film(Base):
     __table_args__ = (Index("ix_portal_films_notified_issued", "notified_at", "issued_at"),)
 
     pk: Mapped[int] = mapped_column(Integer, primary_key=True)
+    hospital_pk: Mapped[int] = mapped_column(ForeignKey("hospitals.pk"), index=True)
     film_id: Mapped[str] = mapped_column(String(32), unique=True)
     study_uid: Mapped[str] = mapped_column(String(64), unique=True)
     generation: Mapped[int] = mapped_column(Integer, default=1)
@@ -120,6 +122,7 @@ class Share(Base):
     __tablename__ = "portal_shares"
 
     pk: Mapped[int] = mapped_column(Integer, primary_key=True)
+    hospital_pk: Mapped[int] = mapped_column(ForeignKey("hospitals.pk"), index=True)
     share_id: Mapped[str] = mapped_column(String(32), unique=True)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     code_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)

@@ -60,11 +60,21 @@ class BlobStore(Protocol):
         ...
 
 
-def instance_key(sha256_hex: str, when: datetime | None = None) -> str:
-    """``instances/YYYY/MM/DD/HH/<sha256>.dcm``: the hour of writing is part of the key so that
-    recovery can list just the blobs written since the index was last known durable."""
+def instance_key(sha256_hex: str, when: datetime | None = None, owner: str = "") -> str:
+    """``instances/YYYY/MM/DD/HH/<sha256>[.<hospital code>].dcm``: the hour of writing is part
+    of the key so that recovery can list just the blobs written since the index was last known
+    durable, and the owning hospital's code (none for the first hospital) so that a blob's
+    owner is known without the index."""
     t = when or datetime.now(UTC)
-    return f"instances/{t:%Y/%m/%d/%H}/{sha256_hex}.dcm"
+    tag = f".{owner}" if owner else ""
+    return f"instances/{t:%Y/%m/%d/%H}/{sha256_hex}{tag}.dcm"
+
+
+def key_owner(key: str) -> str:
+    """The hospital code in an instance key ('' for the first hospital's)."""
+    name = key.rsplit("/", 1)[-1]
+    parts = name.split(".")
+    return parts[1] if len(parts) == 3 else ""
 
 
 def key_hour(key: str) -> datetime | None:

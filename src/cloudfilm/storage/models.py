@@ -33,9 +33,13 @@ class Base(DeclarativeBase):
 
 class Patient(Base):
     __tablename__ = "patients"
-    __table_args__ = (UniqueConstraint("patient_id", "issuer", name="uq_patient_id_issuer"),)
+    __table_args__ = (
+        UniqueConstraint("hospital_pk", "patient_id", "issuer", name="uq_patient_hospital_id"),
+    )
 
     pk: Mapped[int] = mapped_column(Integer, primary_key=True)
+    hospital_pk: Mapped[int] = mapped_column(ForeignKey("hospitals.pk"))
+    """Patient IDs are per hospital: the same ID at two hospitals is two patients."""
     patient_id: Mapped[str] = mapped_column(String(64), default="")
     issuer: Mapped[str] = mapped_column(String(64), default="")
     name: Mapped[str] = mapped_column(String(324), default="")
@@ -55,6 +59,9 @@ class Study(Base):
 
     pk: Mapped[int] = mapped_column(Integer, primary_key=True)
     study_uid: Mapped[str] = mapped_column(String(64), unique=True)
+    hospital_pk: Mapped[int] = mapped_column(ForeignKey("hospitals.pk"))
+    """The owner (its patient's hospital, repeated so every query filters without a join). A
+    Study Instance UID is unique in the world: another hospital sending it is refused."""
     patient_pk: Mapped[int] = mapped_column(ForeignKey("patients.pk"), index=True)
     study_date: Mapped[str] = mapped_column(String(8), default="", index=True)
     study_time: Mapped[str] = mapped_column(String(16), default="")
@@ -135,6 +142,9 @@ class AuditEvent(Base):
     outcome: Mapped[str] = mapped_column(String(16))
     detail: Mapped[str] = mapped_column(Text, default="")
     client: Mapped[str] = mapped_column(String(128), default="")
+    hospital_pk: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
+    """The hospital whose data (or whose user) the record is about; None: the platform's.
+    Derived from ``resource`` and ``principal``, so it is not part of the hash chain."""
     prev_hash: Mapped[str] = mapped_column(String(64), default="")
     hash: Mapped[str] = mapped_column(String(64), default="")
 
@@ -148,5 +158,6 @@ class IndexState(Base):
     value: Mapped[str] = mapped_column(String(256), default="")
 
 
+Index("ix_studies_hospital_date", Study.hospital_pk, Study.study_date)
 Index("ix_series_study_number", Series.study_pk, Series.series_number)
 Index("ix_instances_series_number", Instance.series_pk, Instance.instance_number)

@@ -93,6 +93,8 @@ class Query:
     fuzzy: bool = False
     allowed_studies: frozenset[str] | None = None
     """Only these studies may appear in the answer (None: no restriction)."""
+    hospital: int | None = None
+    """Only this hospital's patients and studies (None: every hospital's)."""
     want_meta: bool = False
     """Also return each row's representative DICOM JSON (attributes without their own column)."""
 
@@ -294,6 +296,9 @@ def build_select(q: Query, *, name_index: bool = True) -> tuple[Select[Any], lis
             stmt = stmt.where(_match(keyword, col, kind, value, name_index))
         except ValueError:
             raise QueryError(f"invalid value for {keyword}: {value!r}") from None
+    if q.hospital is not None:
+        owner = Patient.hospital_pk if q.level == "PATIENT" else Study.hospital_pk
+        stmt = stmt.where(owner == q.hospital)
     if q.allowed_studies is not None:
         if q.level == "PATIENT":
             stmt = stmt.where(

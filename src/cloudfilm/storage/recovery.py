@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
-from cloudfilm.storage.blobs import key_hour
+from cloudfilm.storage.blobs import key_hour, key_owner
 from cloudfilm.storage.models import IndexState, Instance
 
 if TYPE_CHECKING:
@@ -74,6 +74,7 @@ def reconcile(archive: Archive) -> int:
 def _reindex_missing(archive: Archive, keys: list[str]) -> int:
     if not keys:
         return 0
+    from cloudfilm.accounts.hospitals import hospital_of_tag
     from cloudfilm.ingest import Rejected
 
     with archive.db.read() as session:
@@ -85,7 +86,10 @@ def _reindex_missing(archive: Archive, keys: list[str]) -> int:
         if key in known:
             continue
         try:
-            result = archive.ingest(archive.blobs.get(key), source="recovery", stored_key=key)
+            owner = hospital_of_tag(archive.db, key_owner(key))
+            result = archive.ingest(
+                archive.blobs.get(key), hospital=owner, source="recovery", stored_key=key
+            )
         except Rejected as exc:  # cannot happen for bytes we accepted once; keep them anyway
             log.error("blob %s could not be re-indexed: %s", key, exc.message)
             continue

@@ -3,7 +3,8 @@
 from alembic import context
 from sqlalchemy import create_engine, pool
 
-import cloudfilm.access.models  # noqa: F401  (registers the api_tokens table)
+import cloudfilm.access.models
+import cloudfilm.accounts.models  # noqa: F401  (hospitals, AE titles, users)
 from cloudfilm.portal import models as _portal_models  # noqa: F401  (reports, films, shares)
 from cloudfilm.storage.models import Base
 
