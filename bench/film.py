@@ -68,7 +68,7 @@ def _token(server_dir: Path, database_url: str | None) -> str:
     db = Database(database_url or f"sqlite:///{(server_dir / 'index.sqlite3').resolve()}")
     db.upgrade()
     try:
-        return create_token(db, "bench", "read,write")[1]
+        return create_token(db, "bench", "read,write", hospital=1)[1]
     finally:
         db.dispose()
 

@@ -138,7 +138,7 @@ def main() -> None:
         sys.exit(f"import failed:\n{imp.stdout}\n{imp.stderr}")
     db = Database(db_url)
     try:
-        _info, token = create_token(db, "bench-viewer", "read")
+        _info, token = create_token(db, "bench-viewer", "read", hospital=1)
     finally:
         db.dispose()
     server = start_cloudfilm(root / "data", db_url)

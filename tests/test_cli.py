@@ -80,7 +80,7 @@ def test_audit_verify_detects_an_edited_record(tmp_path: Path, database_url: str
     from cloudfilm.config import Settings
 
     archive = Archive(Settings(data_dir=tmp_path / "data", database_url=database_url))
-    p = Principal(kind="ae", id="X@127.0.0.1", scopes=frozenset({"read"}))
+    p = Principal(kind="ae", id="X@127.0.0.1", scopes=frozenset({"read"}), hospital=1)
     for i in range(5):
         archive.authorize(p, Action.READ, f"1.2.3.{i}")
     archive.close()

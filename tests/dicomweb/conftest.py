@@ -57,7 +57,7 @@ class DicomWeb:
     def new_token(self, name: str, scopes: str) -> tuple[str, str]:
         db = Database(self.server.database_url)
         try:
-            info, token = create_token(db, name, scopes)
+            info, token = create_token(db, name, scopes, hospital=1)
         finally:
             db.dispose()
         return info.token_id, token

@@ -180,7 +180,7 @@ def csrf_of(client: TestClient, path: str) -> str:
 def portal(archive: Archive) -> Iterator[Portal]:
     app = create_app(archive)
     app.state.film_issuer.stop()  # tests drive issuing themselves (run_once), deterministically
-    _info, token = create_token(archive.db, "reporting system", "read,write")
+    _info, token = create_token(archive.db, "reporting system", "read,write", hospital=1)
     hospital = TestClient(app, headers={"Authorization": f"Bearer {token}"})
     p = Portal(archive=archive, app=app, hospital=hospital)
     yield p

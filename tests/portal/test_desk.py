@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from cloudfilm.access.tokens import create_token
+from cloudfilm.accounts.users import create_user
 from cloudfilm.cli import main
 from cloudfilm.config import Settings
 from tests.portal.conftest import Portal, csrf_of
@@ -28,18 +29,31 @@ def test_a_hospital_user_shares_for_a_patient_and_it_is_recorded(
     portal: Portal, settings: Settings
 ) -> None:
     case = portal.film_case()
-    _i, admin = create_token(portal.archive.db, "desk", "admin")
+    for username, name in (("wangfang", "护士 王芳"), ("zhaoqiang", "医生 赵强")):
+        create_user(
+            portal.archive.db, username=username, password="desk-pass-123", role="filmdesk",
+            hospital=1, display_name=name,
+        )  # fmt: skip
+    create_user(
+        portal.archive.db, username="lidoc", password="clinician-123", role="clinician",
+        hospital=1, display_name="李医生",
+    )  # fmt: skip
+    _i, admin = create_token(portal.archive.db, "desk", "admin", hospital=1)
     desk = portal.browser()
     desk.headers["Authorization"] = f"Bearer {admin}"
     body = {"film_ids": [case["film_id"]], "days": 3, "label": "转诊 省医院"}
     assert desk.post("/api/shares", json=body).status_code == 400, "who verified the patient?"
-    r = desk.post("/api/shares", json={**body, "assisted_by": "护士 王芳"})
-    assert r.status_code == 201 and r.json()["assisted_by"] == "护士 王芳"
-    writer = portal.hospital.post("/api/shares", json={**body, "assisted_by": "x"})
+    free_text = desk.post("/api/shares", json={**body, "assisted_by": "护士 王芳"})
+    assert free_text.status_code == 400, "a name typed in is not a film-desk user"
+    not_desk = desk.post("/api/shares", json={**body, "assisted_by": "lidoc"})
+    assert not_desk.status_code == 400, "a clinician is not the film desk"
+    r = desk.post("/api/shares", json={**body, "assisted_by": "wangfang"})
+    assert r.status_code == 201 and r.json()["assisted_by"] == "护士 王芳 (wangfang)"
+    writer = portal.hospital.post("/api/shares", json={**body, "assisted_by": "wangfang"})
     assert writer.status_code == 403, "a reporting system's token may not share films"
 
     cli = CliRunner().invoke(
-        main, ["film", "share", case["study_uid"], "--assisted-by", "医生 赵强", "--days", "1"],
+        main, ["film", "share", case["study_uid"], "--assisted-by", "zhaoqiang", "--days", "1"],
         env=_env(settings),
     )  # fmt: skip
     assert cli.exit_code == 0, cli.output

@@ -57,7 +57,7 @@ def film_server(tmp_path: Path, sms_gateway: SmsGateway) -> Iterator[tuple[Serve
     )
     db = Database(url)
     db.upgrade()
-    _info, token = create_token(db, "reporting system", "read,write")
+    _info, token = create_token(db, "reporting system", "read,write", hospital=1)
     db.dispose()
     server.start()
     try:

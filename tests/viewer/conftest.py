@@ -69,7 +69,7 @@ def viewer_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ViewerSe
     assert imp.returncode == 0, imp.stdout + imp.stderr
     db = Database(server.database_url)
     try:
-        _info, token = create_token(db, "viewer-tests", "read")
+        _info, token = create_token(db, "viewer-tests", "read", hospital=1)
     finally:
         db.dispose()
     server.start()

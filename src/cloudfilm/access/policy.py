@@ -32,7 +32,9 @@ class Action(StrEnum):
     MANAGE = "manage"
     """Act as the owner of a film: create and revoke its shares, read its access history."""
     FILM = "film"
-    """The film desk: issue, print and reissue a patient's film; record assisted consent."""
+    """Issue, print and reissue a patient's film (the film desk, the reporting system)."""
+    CONSENT = "consent"
+    """Record a patient's consent given in person (doctor-assisted share): the film desk."""
     ADMIN = "admin"
     """Manage a hospital's users, AE titles and API tokens."""
 
@@ -45,6 +47,7 @@ SCOPE_FOR: dict[Action, frozenset[str]] = {
     Action.DOWNLOAD: frozenset({"read"}),
     Action.MANAGE: frozenset({"manage"}),
     Action.FILM: frozenset({"film", "write"}),
+    Action.CONSENT: frozenset({"film"}),
 }
 """Any one of these scopes allows the action (``admin`` allows every action)."""
 
@@ -113,7 +116,7 @@ def decide(
     if principal.hospital is None:
         if "operator" not in principal.scopes:
             return Decision(False, principal, action, study_uid, "belongs to no hospital")
-        if action in (Action.WRITE, Action.FILM):
+        if action in (Action.WRITE, Action.FILM, Action.CONSENT):
             # Data enters through a hospital's door, so that it has an owner.
             return Decision(
                 False, principal, action, study_uid, "an operator acts through a hospital"

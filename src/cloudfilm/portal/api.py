@@ -34,7 +34,13 @@ from cloudfilm.portal.reports import (
     save_report,
 )
 from cloudfilm.portal.sessions import load_session, require_csrf, start_session
-from cloudfilm.portal.shares import ShareError, create_share, list_shares, revoke_share
+from cloudfilm.portal.shares import (
+    ShareError,
+    assisting_user,
+    create_share,
+    list_shares,
+    revoke_share,
+)
 from cloudfilm.portal.verify import VerifyFailed, verify_film
 from cloudfilm.portal.zipdl import stream_zip, study_entries
 
@@ -71,6 +77,7 @@ async def post_report(request: Request, archive: ArchiveDep, principal: Principa
     printer's file) and the keys to match it (study_uid / accession_number / exam_number);
     fields given in the form win over those read from the PDF."""
     archive.authorize(principal, Action.WRITE, None, detail="report in")
+    assert principal.hospital is not None  # the access check lets no one else write
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     pdf: bytes | None = None
     if ctype == "application/json":
@@ -99,7 +106,7 @@ async def post_report(request: Request, archive: ArchiveDep, principal: Principa
     else:
         raise Problem(415, "send application/json or multipart/form-data with a 'pdf' part")
     try:
-        row = save_report(archive, given, source=source, pdf=pdf)
+        row = save_report(archive, given, source=source, hospital=principal.hospital, pdf=pdf)
     except ReportError as exc:
         raise Problem(422, str(exc)) from None
     issuer = getattr(request.app.state, "film_issuer", None)
@@ -124,7 +131,7 @@ class IssueIn(BaseModel):
 
 @router.post("/films", summary="Issue the film of a study now (hospital desk)")
 def post_film(body: IssueIn, archive: ArchiveDep, principal: PrincipalDep) -> Any:
-    archive.authorize(principal, Action.WRITE, body.study_uid, detail="issue film")
+    archive.authorize(principal, Action.FILM, body.study_uid, detail="issue film")
     if current_report(archive, body.study_uid) is None:
         raise Problem(409, "the study has no report yet; a film is issued with its report")
     film, _created = films_mod.issue_film(archive, body.study_uid)
@@ -137,7 +144,7 @@ def post_film(body: IssueIn, archive: ArchiveDep, principal: PrincipalDep) -> An
 
 @router.get("/films", summary="The film of a study (hospital systems)")
 def get_film_of_study(study_uid: str, archive: ArchiveDep, principal: PrincipalDep) -> Any:
-    archive.authorize(principal, Action.WRITE, study_uid, detail="film lookup")
+    archive.authorize(principal, Action.FILM, study_uid, detail="film lookup")
     film = films_mod.film_for_study(archive, study_uid)
     if film is None:
         raise Problem(404, "no film for this study yet")
@@ -157,7 +164,7 @@ def get_film_of_study(study_uid: str, archive: ArchiveDep, principal: PrincipalD
 @router.get("/films/{film_id}/qr.svg", summary="QR code of the film link")
 def film_qr(film_id: str, archive: ArchiveDep, principal: PrincipalDep) -> Response:
     film = film_or_404(archive, film_id)
-    action = Action.MANAGE if principal.kind == "patient" else Action.WRITE
+    action = Action.MANAGE if principal.kind == "patient" else Action.FILM
     archive.authorize(principal, action, film.study_uid, detail="film qr")
     svg = qr_svg(films_mod.film_link(archive, film).link)
     return Response(svg, media_type="image/svg+xml", headers=NO_STORE)
@@ -166,12 +173,13 @@ def film_qr(film_id: str, archive: ArchiveDep, principal: PrincipalDep) -> Respo
 @router.get("/films/{film_id}/printable.pdf", summary="Paper report with QR and access code")
 def film_printable(film_id: str, archive: ArchiveDep, principal: PrincipalDep) -> Response:
     film = film_or_404(archive, film_id)
-    archive.authorize(principal, Action.WRITE, film.study_uid, detail="printable report")
+    archive.authorize(principal, Action.FILM, film.study_uid, detail="printable report")
     report = current_report(archive, film.study_uid)
     if report is None:
         raise Problem(404, "the study has no report")
     link = films_mod.film_link(archive, film)
-    pdf = report_pdf(report, archive.settings.hospital_name, link=link.link, code=link.code)
+    name = films_mod.hospital_name(archive, film.hospital_pk)
+    pdf = report_pdf(report, name, link=link.link, code=link.code)
     return Response(pdf, media_type="application/pdf", headers=NO_STORE)
 
 
@@ -187,7 +195,7 @@ def film_report_pdf(film_id: str, archive: ArchiveDep, principal: PrincipalDep) 
     if report.pdf_key:
         body = archive.blobs.get(report.pdf_key)
     else:
-        body = report_pdf(report, archive.settings.hospital_name)
+        body = report_pdf(report, films_mod.hospital_name(archive, film.hospital_pk))
     headers = {"Cache-Control": "private, no-store", "Content-Disposition": "inline"}
     return Response(body, media_type="application/pdf", headers=headers)
 
@@ -285,15 +293,21 @@ def post_share(
 ) -> Any:
     _cookie_write_check(request, archive, principal)
     films = [film_or_404(archive, fid) for fid in dict.fromkeys(body.film_ids)]
+    patient = principal.kind == "patient"
     for film in films:
-        archive.authorize(principal, Action.MANAGE, film.study_uid, detail="create share")
-    if principal.kind not in ("patient",) and not body.assisted_by.strip():
-        raise Problem(400, "a share made for a patient names who verified them (assisted_by)")
+        # the patient consents; a hospital's film desk records consent given in person
+        action = Action.MANAGE if patient else Action.CONSENT
+        archive.authorize(principal, action, film.study_uid, detail="create share")
     try:
+        assisted = (
+            ""
+            if patient
+            else assisting_user(archive, principal, films[0].hospital_pk, body.assisted_by)
+        )
         info = create_share(
             archive, films, days=body.days, expires_at=body.expires_at, code=body.code,
             allow_download=body.allow_download, label=body.label, created_by=principal.label,
-            assisted_by=body.assisted_by if principal.kind != "patient" else "",
+            assisted_by=assisted,
         )  # fmt: skip
     except ShareError as exc:
         raise Problem(400, str(exc)) from None

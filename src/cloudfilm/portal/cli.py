@@ -45,7 +45,7 @@ def demo_film_lines(archive: Archive) -> list[str]:
                 impression=DEMO_IMPRESSION, reporting_doctor="李明", reviewing_doctor="王建国",
                 report_time=ct.study_date,
             ),
-            source="json",
+            source="json", hospital=archive.study_owner(ct.study_uid) or 1,
         )  # fmt: skip
     film, _created = issue_film(archive, ct.study_uid)
     link = film_link(archive, film)
@@ -123,7 +123,11 @@ def reissue_cmd(study_uid: str) -> None:
 
 @film.command("share")
 @click.argument("study_uid")
-@click.option("--assisted-by", required=True, help="The hospital user who verified the patient.")
+@click.option(
+    "--assisted-by",
+    required=True,
+    help="Username of the film-desk user who verified the patient in person.",
+)
 @click.option("--days", default=7.0, show_default=True)
 @click.option("--code", default="", help="Optional extra code the doctor must type.")
 @click.option("--download/--view-only", default=False, show_default=True)
@@ -132,8 +136,9 @@ def share_cmd(
     study_uid: str, assisted_by: str, days: float, code: str, download: bool, label: str
 ) -> None:
     """Doctor-assisted consent: share a study's film on the patient's behalf."""
+    from cloudfilm.access import Principal
     from cloudfilm.portal.films import film_for_study
-    from cloudfilm.portal.shares import ShareError, create_share
+    from cloudfilm.portal.shares import ShareError, assisting_user, create_share
 
     archive = _archive()
     try:
@@ -141,9 +146,12 @@ def share_cmd(
         if film_row is None:
             raise click.ClickException("no film for this study yet")
         try:
+            by = assisting_user(
+                archive, Principal(kind="system", id="cli"), film_row.hospital_pk, assisted_by
+            )
             info = create_share(
                 archive, [film_row], days=days, code=code, allow_download=download, label=label,
-                created_by="user:desk", assisted_by=assisted_by,
+                created_by="system:cli", assisted_by=by,
             )  # fmt: skip
         except ShareError as exc:
             raise click.UsageError(str(exc)) from exc

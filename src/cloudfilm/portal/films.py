@@ -48,6 +48,13 @@ class FilmLink:
     code: str
 
 
+def hospital_name(archive: Archive, hospital_pk: int) -> str:
+    """What patients read as the hospital's name (the settings' name for an unnamed one)."""
+    from cloudfilm.accounts.hospitals import DIRECTORY
+
+    return DIRECTORY.get(archive.db, hospital_pk).name or archive.settings.hospital_name
+
+
 def film_link(archive: Archive, film: Film) -> FilmLink:
     """Re-derive the link and the access code of a film (they are stored only hashed)."""
     secret = keys.server_secret(archive.settings)
@@ -90,6 +97,9 @@ def issue_film(archive: Archive, study_uid: str) -> tuple[Film, bool]:
     existing = film_for_study(archive, study_uid)
     if existing is not None:
         return existing, False
+    owner = archive.study_owner(study_uid)
+    if owner is None:
+        raise LookupError(f"no study {study_uid} in the index")
     with archive.db.read() as session:
         report = (
             session.execute(
@@ -107,6 +117,7 @@ def issue_film(archive: Archive, study_uid: str) -> tuple[Film, bool]:
     phone = keys.digits(report.phone) if report else ""
     film = Film(
         film_id=film_id,
+        hospital_pk=owner,
         study_uid=study_uid,
         generation=1,
         token_hash=keys.sha256_hex(token),
@@ -124,7 +135,7 @@ def issue_film(archive: Archive, study_uid: str) -> tuple[Film, bool]:
         return again, False
     archive.audit.record(
         principal="system:films", action="issue", resource=study_uid, outcome="allow",
-        detail=f"film {film_id}",
+        detail=f"film {film_id}", hospital=owner,
     )  # fmt: skip
     log.info("issued film %s", film_id)
     return film, True
@@ -175,7 +186,7 @@ def notify_film(archive: Archive, film: Film, notifier: Notifier) -> bool:
         return False
     link = film_link(archive, film).link
     message = FILM_MESSAGE.format(
-        hospital=report.hospital or archive.settings.hospital_name,
+        hospital=report.hospital or hospital_name(archive, film.hospital_pk),
         exam=report.exam_name or report.modality or "影像",
         link=link,
     )
@@ -186,7 +197,7 @@ def notify_film(archive: Archive, film: Film, notifier: Notifier) -> bool:
             row.notified_at = utcnow()
     archive.audit.record(
         principal="system:films", action="notify", resource=film.study_uid, outcome="allow",
-        detail=f"film {film.film_id} link sent by SMS",
+        detail=f"film {film.film_id} link sent by SMS", hospital=film.hospital_pk,
     )  # fmt: skip
     return True
 

@@ -225,10 +225,12 @@ def save_report(
     given: ReportFields,
     *,
     source: str,
+    hospital: int,
     pdf: bytes | None = None,
     source_sop_uid: str | None = None,
 ) -> Report:
-    """Store a report (new, or a new version of one with the same keys) and match it."""
+    """Store a report of ``hospital`` (new, or a new version of one with the same keys) and
+    match it to that hospital's study: an accession number means nothing across hospitals."""
     if not (given.study_uid or given.accession_number or given.exam_number):
         raise ReportError("a report needs study_uid, accession_number or exam_number to match")
     pdf_key = None
@@ -239,7 +241,7 @@ def save_report(
         if not archive.blobs.exists(pdf_key):
             archive.blobs.put(pdf_key, pdf)
     with archive.db.write() as session:
-        matched = _match(session, given)
+        matched = _match(session, given, hospital)
         if matched:  # a correction is a new report for the same study
             same = Report.study_uid == matched
         else:  # still waiting for its images: the same keys
@@ -252,7 +254,9 @@ def save_report(
                 keys.append(Report.exam_number == given.exam_number)
             same = and_(Report.study_uid.is_(None), or_(*keys))
         previous = session.execute(
-            select(Report).where(Report.current.is_(True), same).order_by(Report.pk.desc())
+            select(Report)
+            .where(Report.current.is_(True), Report.hospital_pk == hospital, same)
+            .order_by(Report.pk.desc())
         ).scalars()
         version = 1
         for old in previous:
@@ -260,6 +264,7 @@ def save_report(
             version = max(version, old.version + 1)
         row = Report(
             report_id=new_id(),
+            hospital_pk=hospital,
             claimed_study_uid=given.study_uid,
             source=source,
             source_sop_uid=source_sop_uid,
@@ -290,15 +295,22 @@ def _limit(name: str) -> int:
     return getattr(column.type, "length", None) or 1_000_000
 
 
-def _match(session: Any, f: ReportFields) -> str | None:
+def _match(session: Any, f: ReportFields, hospital: int) -> str | None:
     if f.study_uid:
-        hit = session.execute(select(Study.study_uid).where(Study.study_uid == f.study_uid)).first()
+        hit = session.execute(
+            select(Study.study_uid).where(
+                Study.study_uid == f.study_uid, Study.hospital_pk == hospital
+            )
+        ).first()
         if hit:
             return hit[0]
     for number in filter(None, (f.accession_number, f.exam_number)):
         hit = session.execute(
             select(Study.study_uid)
-            .where(or_(Study.accession_number == number, Study.study_id == number))
+            .where(
+                Study.hospital_pk == hospital,
+                or_(Study.accession_number == number, Study.study_id == number),
+            )
             .order_by(Study.pk.desc())
         ).first()
         if hit:
@@ -327,6 +339,7 @@ def match_waiting(archive: Archive) -> int:
                     accession_number=row.accession_number,
                     exam_number=row.exam_number,
                 ),
+                row.hospital_pk,
             )
             if uid:
                 row.study_uid = uid
@@ -391,7 +404,9 @@ class DicomReportScanner:
             self.safe_pk = self._load()
         with self.archive.db.read() as session:
             rows = session.execute(
-                select(Instance.pk, Instance.sop_uid, Instance.blob_key)
+                select(Instance.pk, Instance.sop_uid, Instance.blob_key, Study.hospital_pk)
+                .join(Series, Instance.series_pk == Series.pk)
+                .join(Study, Series.study_pk == Study.pk)
                 .where(Instance.pk > self.safe_pk, Instance.sop_class_uid.in_(REPORT_CLASSES))
                 .order_by(Instance.pk)
                 .limit(500)
@@ -404,13 +419,20 @@ class DicomReportScanner:
                 ).scalars()
             )
         done = 0
-        for pk, sop_uid, blob_key in rows:
+        for pk, sop_uid, blob_key, owner in rows:
             if sop_uid in known:
                 continue
             try:
                 f, pdf = fields_from_dicom(self.archive.blobs.get(blob_key))
                 source = "dicom-pdf" if pdf is not None else "dicom-sr"
-                save_report(self.archive, f, source=source, pdf=pdf, source_sop_uid=sop_uid)
+                save_report(
+                    self.archive,
+                    f,
+                    source=source,
+                    hospital=owner,
+                    pdf=pdf,
+                    source_sop_uid=sop_uid,
+                )
                 done += 1
             except IntegrityError:
                 pass  # another server process read it first

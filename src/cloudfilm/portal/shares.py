@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
+from cloudfilm.access import Principal
 from cloudfilm.portal import keys
 from cloudfilm.portal.films import aware
 from cloudfilm.portal.models import Film, Share, ShareFilm
@@ -59,6 +60,27 @@ def share_link(archive: Archive, share_id: str) -> str:
     return f"{archive.settings.http_url}/s/{token}"
 
 
+def assisting_user(archive: Archive, principal: Principal, hospital: int, given: str) -> str:
+    """Who verified the patient in person, as recorded on a doctor-assisted share: a logged-in
+    user is recorded under their own name; a hospital system (token) or the command line names
+    a film-desk user of the film's hospital by username. Never free text."""
+    from cloudfilm.accounts.users import ROLES, get_user
+
+    if principal.kind == "user":
+        return f"{principal.name} ({principal.id})"
+    user = get_user(archive.db, given) if given.strip() else None
+    if (
+        user is None
+        or not user.active
+        or user.hospital != hospital
+        or not ROLES[user.role] & {"film", "admin"}
+    ):
+        raise ShareError(
+            "assisted_by must be the username of a film-desk user of the film's hospital"
+        )
+    return f"{user.display_name or user.username} ({user.username})"
+
+
 def create_share(
     archive: Archive,
     films: list[Film],
@@ -87,6 +109,7 @@ def create_share(
     token = keys.link_token(secret, "share", share_id)
     row = Share(
         share_id=share_id,
+        hospital_pk=films[0].hospital_pk,  # a patient's share of two hospitals: the first
         token_hash=keys.sha256_hex(token),
         code_hash=keys.mac_hex(secret, "share-code", share_id, code) if code else None,
         allow_download=allow_download,
