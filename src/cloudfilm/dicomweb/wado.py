@@ -295,6 +295,10 @@ def _frames(
         cached = cached_instance_ref(archive, study, series, sop)
         if cached is None or not _servable_inline(request, archive, cached, numbers):
             raise WouldBlock  # before anything is audited: the retry decides afresh
+        try:
+            archive.study_owner(study, cached_only=True)  # the access check needs the owner
+        except LookupError:
+            raise WouldBlock from None
     authorize_read(archive, principal, study, f"frames {frame_list[:64]}")
     ref = instance_ref(archive, study, series, sop)
     location = f"{base_url(request, archive)}/{ref.path()}/frames"
