@@ -84,6 +84,8 @@ def create_token(
         raise TokenError("a token needs a name (who or what uses it)")
     if hospital is None and wanted != {"operator"} and wanted != {"operator", "read"}:
         raise TokenError("a token of no hospital is a platform token: scope 'operator' only")
+    if hospital is None:
+        wanted = wanted | {"read"}  # an operator reads (audited); it never writes
     if hospital is not None and "operator" in wanted:
         raise TokenError("scope 'operator' is for platform tokens (no --hospital)")
     token = PREFIX + secrets.token_urlsafe(32)
