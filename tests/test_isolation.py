@@ -417,3 +417,22 @@ def test_dimse_find_get_move_store_keep_hospitals_apart(world: World) -> None:
     unknown.add_requested_context(find)
     stranger = unknown.associate("127.0.0.1", world.server.dicom_port, ae_title="CLOUDFILM")
     assert stranger.is_rejected, "an AE title no hospital registered is rejected"
+
+
+def test_audit_records_about_b_belong_to_b(world: World) -> None:
+    """Records whose writer did not name a hospital (film issuing, shares) take the owner of
+    the study they are about, so B's audit search finds them and A's never does."""
+    archive = Archive(
+        Settings(data_dir=world.server.data_dir, database_url=world.server.database_url)
+    )
+    try:
+        with archive.db.read() as s:
+            rows = s.execute(
+                select(AuditEvent.action, AuditEvent.hospital_pk).where(
+                    AuditEvent.resource == B_STUDY, AuditEvent.action.in_(["issue", "share"])
+                )
+            ).all()
+    finally:
+        archive.close()
+    assert {a for a, _h in rows} == {"issue", "share"}
+    assert {h for _a, h in rows} == {2}

@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import insert, select
+from sqlalchemy.orm import Session
 
 from cloudfilm.storage.database import Database
-from cloudfilm.storage.models import AuditEvent, utcnow
+from cloudfilm.storage.models import AuditEvent, Study, utcnow
 
 log = logging.getLogger(__name__)
 GENESIS = "0" * 64
@@ -141,6 +142,7 @@ class AuditLog:
                 select(AuditEvent.hash).order_by(AuditEvent.pk.desc()).limit(1)
             ).scalar()
             prev = last or GENESIS
+            owners = _owners(session, batch)
             rows = []
             for p in batch:
                 h = record_hash(prev, p)
@@ -153,7 +155,9 @@ class AuditLog:
                         "outcome": p.outcome,
                         "detail": p.detail,
                         "client": p.client,
-                        "hospital_pk": p.hospital,
+                        "hospital_pk": p.hospital
+                        if p.hospital is not None
+                        else owners.get(p.resource),
                         "prev_hash": prev,
                         "hash": h,
                     }
@@ -162,6 +166,19 @@ class AuditLog:
             # One Core executemany, in chain order (primary keys follow it): ORM objects cost
             # more than the insert on the frame path, where every request is audited.
             session.connection().execute(insert(AuditEvent.__table__), rows)
+
+
+def _owners(session: Session, batch: list[_Pending]) -> dict[str, int]:
+    """The owning hospital of the studies named by records that did not say their hospital
+    (film issuing, patient verification, shares): every record about a study is that study's
+    hospital's, found here once per batch rather than by each caller."""
+    uids = {p.resource for p in batch if p.hospital is None and p.resource}
+    if not uids:
+        return {}
+    rows = session.execute(
+        select(Study.study_uid, Study.hospital_pk).where(Study.study_uid.in_(uids))
+    ).all()
+    return {uid: owner for uid, owner in rows}
 
 
 def verify_chain(db: Database) -> tuple[bool, int, str]:
