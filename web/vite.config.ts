@@ -52,8 +52,9 @@ function inlineStart(): Plugin {
 }
 
 // Brotli and gzip copies of every text asset and WASM file, made once at build time, so the
-// server never compresses megabytes of JavaScript on a first request.
-function precompress(): Plugin {
+// server never compresses megabytes of JavaScript on a first request. Shared with
+// vite.console.config.ts.
+export function precompress(): Plugin {
   return {
     name: 'cloudfilm-precompress',
     apply: 'build',
