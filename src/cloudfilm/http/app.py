@@ -56,7 +56,10 @@ def create_app(archive: Archive, *, background: bool = True) -> FastAPI:
     from cloudfilm.http.viewer import mount_viewer
 
     mount_viewer(app)  # the zero-footprint viewer at /viewer/
+    from cloudfilm.console.web import install_console
     from cloudfilm.portal.web import install_portal
+
+    install_console(app, archive)  # the hospital console at /; its cookie as a principal
 
     # reports, films, patient pages; cookie sessions as principals
     install_portal(app, archive, start_issuer=background)
