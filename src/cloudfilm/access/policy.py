@@ -47,7 +47,7 @@ SCOPE_FOR: dict[Action, frozenset[str]] = {
     Action.DOWNLOAD: frozenset({"read"}),
     Action.MANAGE: frozenset({"manage"}),
     Action.FILM: frozenset({"film", "write"}),
-    Action.CONSENT: frozenset({"film"}),
+    Action.CONSENT: frozenset({"consent"}),
 }
 """Any one of these scopes allows the action (``admin`` allows every action)."""
 

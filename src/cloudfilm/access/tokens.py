@@ -21,7 +21,7 @@ from cloudfilm.access.models import ApiToken
 from cloudfilm.storage.database import Database
 from cloudfilm.storage.models import utcnow
 
-SCOPES = ("read", "write", "film", "admin", "operator")
+SCOPES = ("read", "write", "film", "consent", "admin", "operator")
 """``operator`` (every hospital, read-only and audited) only for tokens of no hospital."""
 PREFIX = "cf_"
 

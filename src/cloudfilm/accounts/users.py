@@ -25,10 +25,10 @@ from cloudfilm.storage.models import utcnow
 
 ROLES: dict[str, frozenset[str]] = {
     "operator": frozenset({"read", "admin", "operator"}),
-    "admin": frozenset({"read", "film", "admin"}),
-    "radiologist": frozenset({"read", "download"}),
+    "admin": frozenset({"read", "film", "consent", "admin"}),
+    "radiologist": frozenset({"read", "download", "film"}),
     "clinician": frozenset({"read"}),
-    "filmdesk": frozenset({"read", "film"}),
+    "filmdesk": frozenset({"read", "film", "consent"}),
 }
 """Role -> scopes. ``operator`` is the platform's (no hospital); the others are a hospital's."""
 ROLE_NAMES = {

@@ -73,7 +73,7 @@ def assisting_user(archive: Archive, principal: Principal, hospital: int, given:
         user is None
         or not user.active
         or user.hospital != hospital
-        or not ROLES[user.role] & {"film", "admin"}
+        or not ROLES[user.role] & {"consent", "admin"}
     ):
         raise ShareError(
             "assisted_by must be the username of a film-desk user of the film's hospital"
