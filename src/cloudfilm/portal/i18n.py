@@ -1,10 +1,14 @@
-"""Page texts: Simplified Chinese first, English on request (``/p/lang/en`` sets a cookie)."""
+"""Page texts: Simplified Chinese first, English on request (``/p/lang/en`` sets a cookie).
+
+The lookup (``t``, ``lang_of``, the cookie) is shared with every page family in
+``cloudfilm.http.templating``; this table is the patient pages' part of it.
+"""
 
 from __future__ import annotations
 
-from fastapi import Request
+from cloudfilm.http.templating import LANG_COOKIE, add_texts, lang_of, t
 
-LANG_COOKIE = "cf_lang"
+__all__ = ["LANG_COOKIE", "TEXTS", "lang_of", "t"]
 
 TEXTS: dict[str, tuple[str, str]] = {
     "app": ("云胶片", "Cloud film"),
@@ -91,12 +95,4 @@ TEXTS: dict[str, tuple[str, str]] = {
 }
 
 
-def lang_of(request: Request) -> str:
-    wanted = request.query_params.get("lang") or request.cookies.get(LANG_COOKIE) or "zh"
-    return "en" if wanted == "en" else "zh"
-
-
-def t(lang: str, key: str, **kw: object) -> str:
-    zh, en = TEXTS[key]
-    text = en if lang == "en" else zh
-    return text.format(**kw) if kw else text
+add_texts(TEXTS)
