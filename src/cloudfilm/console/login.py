@@ -68,8 +68,15 @@ def _pre_token(request: Request) -> str:
 
 
 def _with_pre(request: Request, archive: Archive, response: Response, pre: str) -> Response:
-    response.set_cookie(PRE_COOKIE, pre, max_age=86400, path="/", httponly=True,
-                        secure=is_https(request, archive), samesite="lax")  # fmt: skip
+    response.set_cookie(
+        PRE_COOKIE,
+        pre,
+        max_age=86400,
+        path="/",
+        httponly=True,
+        secure=is_https(request, archive),
+        samesite="lax",
+    )
     return response
 
 
@@ -108,8 +115,9 @@ def _pending(archive: Archive, user_pk: int, pre: str) -> str:
     """The proof that the password step passed, for the second step: signed, bound to the
     browser's login cookie, good for MFA_SECONDS."""
     expires = int(time.time()) + MFA_SECONDS
-    mac = keys.mac_hex(keys.server_secret(archive.settings), "console-mfa", str(user_pk),
-                       str(expires), pre)  # fmt: skip
+    mac = keys.mac_hex(
+        keys.server_secret(archive.settings), "console-mfa", str(user_pk), str(expires), pre
+    )
     return f"{user_pk}.{expires}.{mac}"
 
 
@@ -119,8 +127,7 @@ def _pending_user(archive: Archive, token: str, pre: str) -> int | None:
         pk, expires = int(pk_text), int(exp_text)
     except ValueError:
         return None
-    want = keys.mac_hex(keys.server_secret(archive.settings), "console-mfa", pk_text, exp_text,
-                        pre)  # fmt: skip
+    want = keys.mac_hex(keys.server_secret(archive.settings), "console-mfa", pk_text, exp_text, pre)
     if expires < time.time() or not hmac.compare_digest(want.encode(), mac.encode()):
         return None
     return pk
@@ -178,8 +185,12 @@ def post_login(
         return _login_page(request, archive, message=message, login=login, status=status)
     assert user is not None
     if user.totp:
-        context = {"pending": _pending(archive, user.pk, pre), "pre": pre,
-                   "next": safe_next(next, ""), "message": ""}  # fmt: skip
+        context = {
+            "pending": _pending(archive, user.pk, pre),
+            "pre": pre,
+            "next": safe_next(next, ""),
+            "message": "",
+        }
         return render_console(request, None, "console/totp.html", context)
     return _logged_in(request, archive, user.pk, next)
 
@@ -214,8 +225,12 @@ def post_totp(
         if exc.status == 429:
             message, status = _refusal(request, exc)
             return _login_page(request, archive, message=message, status=status)
-        context = {"pending": pending, "pre": pre, "next": safe_next(next, ""),
-                   "message": t(lang, "console.bad_totp")}  # fmt: skip
+        context = {
+            "pending": pending,
+            "pre": pre,
+            "next": safe_next(next, ""),
+            "message": t(lang, "console.bad_totp"),
+        }
         return render_console(request, None, "console/totp.html", context, status=401)
     return _logged_in(request, archive, user.pk, next)
 
@@ -258,8 +273,11 @@ def post_password(
     lang = lang_of(request)
 
     def again(key: str, status: int = 400, text: str | None = None) -> Response:
-        context = {"next": safe_next(next, ""), "message": text or t(lang, key),
-                   "message_kind": "error"}  # fmt: skip
+        context = {
+            "next": safe_next(next, ""),
+            "message": text or t(lang, key),
+            "message_kind": "error",
+        }
         return render_console(request, view, "console/password.html", context, status=status)
 
     good = verify_password(archive.db, view.user.username, current) is not None
@@ -289,8 +307,12 @@ def post_password(
     end_sessions(archive.db, view.user.pk, keep=live.pk if live else None)
     forget()
     archive.audit.record(
-        principal=view.principal.label, action="admin", resource=f"user:{view.user.username}",
-        outcome="allow", detail="console: changed own password", client=view.principal.client,
+        principal=view.principal.label,
+        action="admin",
+        resource=f"user:{view.user.username}",
+        outcome="allow",
+        detail="console: changed own password",
+        client=view.principal.client,
         hospital=view.user.hospital,
-    )  # fmt: skip
+    )
     return RedirectResponse(safe_next(next, home_of(view.principal.scopes)), status_code=303)
