@@ -20,6 +20,8 @@ from pathlib import Path
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from cloudfilm.http.templating import env
+
 VIEWER_DIR = Path(__file__).resolve().parent.parent / "static" / "viewer"
 
 _MIME = {
@@ -40,21 +42,6 @@ _SECURITY = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
-
-_NOT_BUILT = """<!doctype html>
-<html lang="zh-CN"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>影像浏览器未构建 · Viewer not built</title>
-<style>body{font-family:system-ui,sans-serif;background:#0b0d10;color:#e6e9ee;display:flex;
-align-items:center;justify-content:center;height:100vh;margin:0}div{max-width:34em;padding:24px;
-border:1px solid #2b333d;border-radius:12px;background:#15191f}code{color:#ffb648}</style></head>
-<body><div><h1>影像浏览器尚未构建</h1>
-<p>服务器上没有构建好的浏览器文件。请在项目目录运行 <code>bash scripts/build-web.sh</code>
-（需要 Node.js 20 和 npm）后刷新本页。</p>
-<h2>The viewer has not been built</h2>
-<p>This server has no built viewer. Run <code>bash scripts/build-web.sh</code> in the project
-directory (needs Node.js 20 and npm), then reload this page.</p></div></body></html>
-"""
 
 
 class _Compressed:
@@ -103,9 +90,9 @@ def mount_viewer(app: FastAPI, directory: Path | None = None) -> None:
         return (root / "index.html").is_file()
 
     def not_built() -> HTMLResponse:
-        return HTMLResponse(
-            _NOT_BUILT, status_code=503, headers={"Cache-Control": "no-store", "Retry-After": "60"}
-        )
+        page = env.get_template("http/viewer_not_built.html").render()
+        headers = {"Cache-Control": "no-store", "Retry-After": "60"}
+        return HTMLResponse(page, status_code=503, headers=headers)
 
     def send(request: Request, path: Path, cache_control: str) -> Response:
         suffix = path.suffix.lower()
