@@ -241,6 +241,17 @@ def test_cookie_reads_own_hospital_study_only(console: Console) -> None:
     assert c.get(f"/dicom-web/studies/{theirs}/metadata").status_code == 403
     found = {s["0020000D"]["Value"][0] for s in c.get("/dicom-web/studies").json()}
     assert found == {mine}
+    # frames, as the viewer fetches them (answered from the session cache on the event loop)
+    first = r.json()[0]
+    series, sop = first["0020000E"]["Value"][0], first["00080018"]["Value"][0]
+    frame = f"/dicom-web/studies/{mine}/series/{series}/instances/{sop}/frames/1"
+    for _ in range(3):
+        got = c.get(frame, headers={"Accept": "multipart/related; type=application/octet-stream"})
+        assert got.status_code == 200, got.text
+    assert anonymous.get(frame).status_code == 401
+    # a stale patient-portal cookie in the same browser does not hide the logged-in user
+    c.cookies.set("cf_sid", "an-ended-patient-session")
+    assert c.get(f"/dicom-web/studies/{mine}/metadata").status_code == 200
 
 
 def test_passwords_never_logged(console: Console, caplog: pytest.LogCaptureFixture) -> None:
