@@ -162,7 +162,7 @@ export function daysOption(days: DayRow[], layout: Layout): Option {
   const names = METRICS.map((m) => W.metric[m]);
   const selected = layout.selected ?? Object.fromEntries(names.map((n) => [n, true]));
   const top = legendHeight(names, layout.width, gap) + 28; // + the axis names
-  const xLabelH = 28;
+  const xLabelH = 4; // outerBoundsMode "same": the date labels are inside the grid rect
   const between = 40; // the lower grid's axis names sit in here
   const plot = Math.max(160, layout.height - top - between - xLabelH);
   const upperH = Math.round(plot * 0.5);

@@ -5,6 +5,7 @@
 // script (login, lists) get the stylesheet only. window.cfCharts is the handle tests (and the
 // browser console) read the charts back through.
 import './console.css';
+import './components.css';
 import { BarChart, LineChart } from 'echarts/charts';
 import { GridComponent, LegendPlainComponent, TooltipComponent } from 'echarts/components';
 import * as echarts from 'echarts/core';
@@ -96,11 +97,14 @@ class ChartView {
     if (kind === 'days' && el.clientHeight < 160) el.style.height = '400px';
     if (kind !== 'days') el.style.height = `${barChartHeight(this.rowCount(), el.clientWidth, stats.lang)}px`;
     this.chart = echarts.init(el, null, { renderer: 'canvas' });
-    this.chart.on('legendselectchanged', (p: any) => {
-      this.selected = { ...p.selected };
-      // Bar charts change their value axis with the metric; the day chart only keeps state.
-      if (this.kind !== 'days') this.render(true);
-    });
+    // A tap on the legend (legendselectchanged) or a script's legend action: keep the state
+    // for the next rebuild; bar charts change their value axis with the metric at once.
+    for (const ev of ['legendselectchanged', 'legendselected', 'legendunselected', 'legendselectall', 'legendinverseselect']) {
+      this.chart.on(ev, (p: any) => {
+        this.selected = { ...p.selected };
+        if (this.kind !== 'days') this.render(true);
+      });
+    }
     this.render(true);
     new ResizeObserver(() => this.schedule()).observe(el);
   }
