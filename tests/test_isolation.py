@@ -54,8 +54,11 @@ B_ACCESSION = "BACC7770"
 B_STUDY = "1.2.826.0.1.3680043.8.498.7770"
 B_SERIES = B_STUDY + ".1"
 B_SOPS = [f"{B_SERIES}.{n}" for n in (1, 2)]
-MARKERS = (B_PATIENT, B_STUDY, B_ACCESSION, "赵^六", "Zhao^Liu")
-"""Any of these in an answer to hospital A is a leak (B's patient, study and accession)."""
+MARKERS = ("赵^六", "Zhao^Liu", "赵六", "乙医院的报告")
+"""B's patient name and report text: never sent in a request (pages may echo the IDs a user
+typed), so any of these in an answer to hospital A is a leak."""
+AIMED = re.compile(r"\{(study|series|sop|film_id|share_id)\}")
+"""A route addressing one of B's resources must refuse outright (a frame has no name in it)."""
 PASSWORD = "isolation-pass-1"
 PUBLIC = {
     "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc", "/healthz",
@@ -186,7 +189,7 @@ def _console_login(server: ServerProcess, username: str) -> dict[str, str]:
     with httpx.Client(base_url=server.http_url, follow_redirects=False) as http:
         page = http.get("/")
         fields = dict(re.findall(r'name="(\w+)"\s+value="([^"]*)"', page.text))
-        r = http.post("/console/login", data={**fields, "username": username, "password": PASSWORD})
+        r = http.post("/console/login", data={**fields, "login": username, "password": PASSWORD})
         assert r.status_code in (302, 303), r.text[:500]
         return dict(http.cookies)
 
@@ -304,6 +307,8 @@ def test_hospital_a_cannot_reach_hospital_b_through_any_route(
 
 def _check(who: str, method: str, path: str, r: httpx.Response) -> None:
     assert r.status_code < 500, f"{who}: {method} {path} -> {r.status_code} {r.text[:300]}"
+    if AIMED.search(path) or (method, path) == ("GET", "/api/films"):
+        assert r.status_code >= 400, f"{who}: {method} {path} answered {r.status_code}"
     if r.status_code < 400 and path not in PUBLIC:
         text = r.content.decode("utf-8", "replace")
         if path == "/api/reports":  # the answer echoes the fields sent: what matters is
