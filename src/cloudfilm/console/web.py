@@ -28,7 +28,7 @@ from cloudfilm.http.compression import choose_encoding
 from cloudfilm.http.templating import lang_of, t
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static" / "console"
-PAGES = ("cloudfilm.console.login", "cloudfilm.console.admin")
+PAGES = ("cloudfilm.console.login", "cloudfilm.console.admin", "cloudfilm.console.data_pages")
 """Modules with a ``router`` of console pages, included in this order."""
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "

@@ -17,12 +17,14 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
-from cloudfilm.access import Action, Principal
+from cloudfilm.access import Action, Decision, Principal
 from cloudfilm.portal.models import Film, Report
 from cloudfilm.storage.models import Study
 from cloudfilm.storage.query import Query, QueryError, run_query
 
 if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
     from cloudfilm.archive import Archive
 
 PAGE_SIZE = 25
@@ -214,27 +216,51 @@ def search_studies(
             found = run_query(session, q).rows
         except QueryError as exc:
             raise WorklistError(str(exc)) from None
-        shown = found[:PAGE_SIZE]
-        uids = [r["StudyInstanceUID"] for r in shown]
-        owners = dict(
-            session.execute(
-                select(Study.study_uid, Study.hospital_pk).where(Study.study_uid.in_(uids))
-            ).all()
-        )
-        films = dict(
-            session.execute(
-                select(Film.study_uid, Film.film_id).where(
-                    Film.study_uid.in_(uids), Film.revoked_at.is_(None)
-                )
-            ).all()
-        )
-        reported = set(
-            session.execute(
-                select(Report.study_uid).where(Report.study_uid.in_(uids), Report.current.is_(True))
-            ).scalars()
-        )
-    rows = [_row(archive, r, owners, films, reported) for r in shown]
+        rows = _decorate(archive, session, found[:PAGE_SIZE])
     return WorklistPage(rows=rows, page=page, has_next=len(found) > PAGE_SIZE, filter=flt)
+
+
+def study_row(archive: Archive, decision: Decision, study_uid: str) -> WorklistRow | None:
+    """One study as a worklist row, for a page that has already asked the access check about
+    it (the film desk): ``decision`` limits the look-up like a search's. None: not found."""
+    if decision.studies is not None and study_uid not in decision.studies:
+        return None
+    q = Query(
+        level="STUDY",
+        keys={"StudyInstanceUID": study_uid},
+        limit=1,
+        allowed_studies=decision.studies,
+        hospital=decision.hospital,
+        want_meta=True,
+    )
+    with archive.db.read() as session:
+        rows = _decorate(archive, session, run_query(session, q).rows)
+    return rows[0] if rows else None
+
+
+def _decorate(archive: Archive, session: Session, shown: list[dict[str, Any]]) -> list[WorklistRow]:
+    """Rows of the engine's answer with what it does not hold: owner, report, film."""
+    uids = [r["StudyInstanceUID"] for r in shown]
+    if not uids:
+        return []
+    owners = dict(
+        session.execute(
+            select(Study.study_uid, Study.hospital_pk).where(Study.study_uid.in_(uids))
+        ).all()
+    )
+    films = dict(
+        session.execute(
+            select(Film.study_uid, Film.film_id).where(
+                Film.study_uid.in_(uids), Film.revoked_at.is_(None)
+            )
+        ).all()
+    )
+    reported = set(
+        session.execute(
+            select(Report.study_uid).where(Report.study_uid.in_(uids), Report.current.is_(True))
+        ).scalars()
+    )
+    return [_row(archive, r, owners, films, reported) for r in shown]
 
 
 def _row(
