@@ -121,8 +121,11 @@ def test_pages_need_a_login_and_the_right_role(site: Site, world: World) -> None
         r = anon.get(path, follow_redirects=False)
         assert r.status_code == 303 and r.headers["location"].startswith("/?next=")
     doc = site.login("a-doc")
-    for path in ("/console/desk", "/console/stats", "/console/audit"):
+    for path in ("/console/desk", "/console/audit"):
         assert doc.get(path).status_code == 403, path
+    mine = doc.get("/console/stats", params={"from": "2026-01-09", "to": "2026-01-11"})
+    assert mine.status_code == 200, "every hospital user reads their hospital's dashboard"
+    assert embedded(mine.text)["totals"]["studies"] == 3
     assert site.login("ops").get("/console/desk").status_code == 403, "operators issue no films"
 
 
