@@ -242,9 +242,16 @@ def require_view(request: Request, *, role_scope: str | None = None) -> ConsoleV
 
 def check_csrf(request: Request, view: ConsoleView, form_value: str) -> None:
     """Every console POST carries the session's CSRF token (a hidden ``csrf`` field) and,
-    when the browser says where it comes from, our own origin. Raises ConsoleRefused (403)."""
+    when the browser says where it comes from, our own origin. Raises ConsoleRefused (403).
+
+    ``Origin: null`` says nothing: browsers send it for every form POST of a page with
+    ``Referrer-Policy: no-referrer`` (the console's), so only the token can decide then."""
     origin = request.headers.get("origin")
-    if origin and origin.split("://", 1)[-1] != request.headers.get("host", ""):
+    if (
+        origin
+        and origin != "null"
+        and origin.split("://", 1)[-1] != request.headers.get("host", "")
+    ):
         raise ConsoleRefused(403, "console.err_csrf", view)
     if not form_value or not hmac.compare_digest(form_value.encode(), view.csrf.encode()):
         raise ConsoleRefused(403, "console.err_csrf", view)
