@@ -23,7 +23,7 @@ from cloudfilm.http.security import ArchiveDep, PrincipalDep, client_address
 from cloudfilm.portal import films as films_mod
 from cloudfilm.portal.history import film_history
 from cloudfilm.portal.models import Film
-from cloudfilm.portal.printable import qr_svg, report_pdf
+from cloudfilm.portal.printable import qr_svg, qr_svg_file, report_pdf
 from cloudfilm.portal.reports import (
     MAX_PDF_BYTES,
     ReportError,
@@ -166,7 +166,7 @@ def film_qr(film_id: str, archive: ArchiveDep, principal: PrincipalDep) -> Respo
     film = film_or_404(archive, film_id)
     action = Action.MANAGE if principal.kind == "patient" else Action.FILM
     archive.authorize(principal, action, film.study_uid, detail="film qr")
-    svg = qr_svg(films_mod.film_link(archive, film).link)
+    svg = qr_svg_file(films_mod.film_link(archive, film).link)
     return Response(svg, media_type="image/svg+xml", headers=NO_STORE)
 
 

@@ -36,6 +36,14 @@ def qr_svg(link: str) -> str:
     return segno.make(link, error="m").svg_inline(scale=4, border=2)
 
 
+def qr_svg_file(link: str) -> bytes:
+    """The same QR code as a standalone SVG file: with its namespace, which an ``<img>`` or
+    a browser tab needs (the inline form leaves it out, and then nothing is drawn)."""
+    buf = io.BytesIO()
+    segno.make(link, error="m").save(buf, kind="svg", scale=4, border=2)
+    return buf.getvalue()
+
+
 def _qr_drawing(link: str, size: float) -> Drawing:
     qr = segno.make(link, error="m")
     matrix = list(qr.matrix_iter(border=2))
