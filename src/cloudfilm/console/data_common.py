@@ -43,9 +43,10 @@ def int_param(value: str | None, default: int | None = None) -> int | None:
         return default
 
 
-def svg_data_uri(svg: str) -> str:
-    """An SVG as an ``img`` source the console's CSP allows (``img-src 'self' data:``)."""
-    return "data:image/svg+xml;base64," + base64.b64encode(svg.encode()).decode()
+def svg_data_uri(svg: bytes) -> str:
+    """A standalone SVG file as an ``img`` source the console's CSP allows (``img-src 'self'
+    data:``)."""
+    return "data:image/svg+xml;base64," + base64.b64encode(svg).decode()
 
 
 def sex_age(lang: str, sex: str, age: str) -> str:

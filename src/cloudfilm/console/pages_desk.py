@@ -26,7 +26,7 @@ from cloudfilm.console.worklist import study_row
 from cloudfilm.http.templating import lang_of, t
 from cloudfilm.portal import films as films_mod
 from cloudfilm.portal.models import Film
-from cloudfilm.portal.printable import qr_svg
+from cloudfilm.portal.printable import qr_svg_file
 from cloudfilm.portal.reports import current_report
 from cloudfilm.portal.shares import (
     MAX_DAYS,
@@ -178,7 +178,7 @@ def share(
             status=400, message=t(lang, "console_bad_term", detail=str(exc)),
             message_kind="error",
         )  # fmt: skip
-    new_share = {"link": info.link, "qr": svg_data_uri(qr_svg(info.link)), "info": info}
+    new_share = {"link": info.link, "qr": svg_data_uri(qr_svg_file(info.link)), "info": info}
     return _desk(
         request, view, uid, detail=f"console desk: share {info.share_id} shown",
         new_share=new_share, message=t(lang, "console_desk_share_made"), message_kind="ok",
