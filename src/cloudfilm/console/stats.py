@@ -146,8 +146,14 @@ def _scope(
     return None, what
 
 
-def _in(col: Any, pks: list[int] | None) -> ColumnElement[bool]:
-    return col.in_(pks) if pks is not None else true()
+def _in(col: Any, pks: list[int] | None, steer: bool = False) -> ColumnElement[bool]:
+    """The owner condition. ``steer`` (SQLite): as ``col + 0``, which no index serves, so the
+    time range's index is used. SQLite has no statistics unless ANALYZE ran, and would pick
+    the hospital index (an equality) and walk every study or record the hospital ever had:
+    400 ms for an empty day of a 100,000-study hospital. PostgreSQL chooses from its own."""
+    if pks is None:
+        return true()
+    return (col + 0).in_(pks) if steer else col.in_(pks)
 
 
 def hospital_stats(
@@ -169,61 +175,54 @@ def hospital_stats(
         d += timedelta(days=1)
     archive.audit.flush(timeout=5)  # views come from the trail: count what was just recorded
     with archive.db.read() as session:
+        steer = session.get_bind().dialect.name == "sqlite"
         recent = Study.last_instance_at >= start - CLOCK_SLACK
-        owned = _in(Study.hospital_pk, pks)
+        owned = _in(Study.hospital_pk, pks, steer)
         created = (Study.created_at >= start) & (Study.created_at < end)
+        by_modality: dict[str, dict[str, Any]] = {}
+        per_hospital: dict[int, dict[str, int]] = {}
 
+        # One pass over the studies received in the range: per day and per hospital.
         day = beijing_day(Study.created_at)
-        for key, n in session.execute(
-            select(day, func.count()).where(owned, recent, created).group_by(day)
+        for key, pk, n in session.execute(
+            select(day, Study.hospital_pk, func.count())
+            .where(owned, recent, created)
+            .group_by(day, Study.hospital_pk)
         ):
             _add(days, key, studies=n)
-
-        received = (Instance.received_at >= start) & (Instance.received_at < end)
-        instances = (
-            select()
-            .select_from(Instance)
-            .join(Series, Instance.series_pk == Series.pk)
-            .join(Study, Series.study_pk == Study.pk)
-            .where(owned, recent, received)
-        )
-        day = beijing_day(Instance.received_at)
-        for key, n, size in session.execute(
-            instances.add_columns(day, func.count(), func.sum(Instance.size_bytes)).group_by(day)
-        ):
-            _add(days, key, instances=n, bytes=int(size or 0))
-
-        by_modality: dict[str, dict[str, Any]] = {}
-        for modality, n, size in session.execute(
-            instances.add_columns(
-                Series.modality, func.count(), func.sum(Instance.size_bytes)
-            ).group_by(Series.modality)
-        ):
-            row = by_modality.setdefault(modality or "", _counts(modality=modality or ""))
-            row["instances"], row["bytes"] = n, int(size or 0)
+            per_hospital.setdefault(pk, _counts())["studies"] += n
+        # A study counts once per modality it holds, whatever its number of series.
+        # (``IN`` a list of the range's studies: SQLite then starts from the time index
+        # rather than from every series or instance.)
+        in_range = select(Study.pk).where(owned, recent)
         for modality, n in session.execute(
-            select(Series.modality, func.count(func.distinct(Study.pk)))
-            .select_from(Study)
-            .join(Series, Series.study_pk == Study.pk)
-            .where(owned, recent, created)
+            select(Series.modality, func.count(func.distinct(Series.study_pk)))
+            .where(Series.study_pk.in_(in_range.where(created)))
             .group_by(Series.modality)
         ):
             by_modality.setdefault(modality or "", _counts(modality=modality or ""))["studies"] = n
 
-        per_hospital: dict[int, dict[str, int]] = {}
-        for pk, n in session.execute(
-            select(Study.hospital_pk, func.count())
-            .where(owned, recent, created)
-            .group_by(Study.hospital_pk)
+        # One pass over the instances received in the range: per day, modality and hospital.
+        received = (Instance.received_at >= start) & (Instance.received_at < end)
+        day = beijing_day(Instance.received_at)
+        for key, modality, pk, n, size in session.execute(
+            select(
+                day, Series.modality, Study.hospital_pk, func.count(), func.sum(Instance.size_bytes)
+            )
+            .select_from(Series)
+            .join(Instance, Instance.series_pk == Series.pk)
+            .join(Study, Study.pk == Series.study_pk)
+            .where(Series.study_pk.in_(in_range), received)
+            .group_by(day, Series.modality, Study.hospital_pk)
         ):
-            per_hospital.setdefault(pk, _counts())["studies"] = n
-        for pk, n, size in session.execute(
-            instances.add_columns(
-                Study.hospital_pk, func.count(), func.sum(Instance.size_bytes)
-            ).group_by(Study.hospital_pk)
-        ):
+            size = int(size or 0)
+            _add(days, key, instances=n, bytes=size)
+            row = by_modality.setdefault(modality or "", _counts(modality=modality or ""))
+            row["instances"] += n
+            row["bytes"] += size
             row = per_hospital.setdefault(pk, _counts())
-            row["instances"], row["bytes"] = n, int(size or 0)
+            row["instances"] += n
+            row["bytes"] += size
 
         _count_days(session, days, "films", Film.issued_at, Film.hospital_pk, pks, bounds)
         _count_days(session, days, "sms", Film.notified_at, Film.hospital_pk, pks, bounds)
@@ -235,7 +234,7 @@ def hospital_stats(
             .where(
                 at >= start,
                 at < end,
-                _in(AuditEvent.hospital_pk, pks),
+                _in(AuditEvent.hospital_pk, pks, steer),
                 AuditEvent.action == str(Action.READ),
                 AuditEvent.outcome == "allow",
                 AuditEvent.resource != "",
