@@ -301,6 +301,23 @@ def test_the_audit_page_shows_the_hospitals_records_only(site: Site, world: Worl
     assert admin.get("/console/audit", params={"since": "soon"}).status_code == 400
 
 
+def test_odd_input_is_a_400_not_a_500(site: Site, world: World) -> None:
+    admin = site.login("a-admin")
+    for path, params in (
+        ("/console/audit", {"since": "0001-01-01"}),
+        ("/console/audit", {"until": "9999-12-31"}),
+        ("/console/audit", {"principal": "user:\x00x"}),
+        ("/console/stats", {"from": "0001-01-01", "to": "0001-01-02"}),
+        ("/console/stats", {"to": "0001-01-30"}),
+        ("/console/stats", {"from": "9999-12-31"}),
+        ("/console/worklist", {"from": "2026-00-10"}),
+    ):
+        r = admin.get(path, params=params)
+        assert r.status_code == 400, (path, params, r.status_code)
+    found = admin.get("/console/worklist", params={"name": "王\x00", "pid": "\x00"})
+    assert found.status_code == 200 and len(rows_of(found.text)) == 2, "NUL dropped, not sent"
+
+
 def test_the_audit_page_continues_below_the_last_record(site: Site, world: World) -> None:
     a1 = world.studies["a1"].uid
     doc = site.login("a-doc")

@@ -51,11 +51,13 @@ def parse_local(text: str, *, end: bool = False) -> datetime | None:
             dt = datetime.fromisoformat(text.replace(" ", "T"))
             if end and dt.second == 0 and len(text) <= 16:
                 dt = dt.replace(second=59, microsecond=999999)
-    except ValueError:
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=BEIJING)
+        if not 1900 <= dt.year <= 2999:
+            raise ValueError
+        return dt.astimezone(UTC)
+    except (ValueError, OverflowError):
         raise AuditSearchError(f"not a time: {text!r}") from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=BEIJING)
-    return dt.astimezone(UTC)
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,9 @@ def search_audit(
 ) -> AuditPage:
     """Records matching ``flt`` that ``principal`` may read, newest first, below ``before``.
     Raises AccessDenied (audited) or AuditSearchError."""
+    texts = (flt.principal, flt.study_uid, flt.action)
+    if any(not t.isprintable() for t in texts):
+        raise AuditSearchError("search terms are printable text")
     if flt.outcome and flt.outcome not in OUTCOMES:
         raise AuditSearchError("outcome: allow or deny")
     if flt.since and flt.until and flt.until < flt.since:

@@ -17,7 +17,15 @@ from cloudfilm.console.data_common import archive_of, int_param
 from cloudfilm.console.data_texts import size_text
 from cloudfilm.console.render import render_console, scope_of
 from cloudfilm.console.session import ConsoleRefused, require_view
-from cloudfilm.console.stats import DEFAULT_DAYS, METRICS, StatsError, StatsRequest, hospital_stats
+from cloudfilm.console.stats import (
+    DEFAULT_DAYS,
+    MAX_YEAR,
+    METRICS,
+    MIN_YEAR,
+    StatsError,
+    StatsRequest,
+    hospital_stats,
+)
 from cloudfilm.http.templating import lang_of, t
 
 router = APIRouter(include_in_schema=False)
@@ -35,10 +43,12 @@ def embedded_json(value: object) -> Markup:
 
 
 def _date(text: str) -> date | None:
+    """A typed date, or None (empty, malformed, or outside the years statistics cover)."""
     try:
-        return date.fromisoformat(text.strip()) if text.strip() else None
+        day = date.fromisoformat(text.strip()) if text.strip() else None
     except ValueError:
         return None
+    return day if day is not None and MIN_YEAR <= day.year <= MAX_YEAR else None
 
 
 @router.get(PATH)

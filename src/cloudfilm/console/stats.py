@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from cloudfilm.archive import Archive
 
 MAX_DAYS = 366
+MIN_YEAR, MAX_YEAR = 1990, 2999
 DEFAULT_DAYS = 30
 METRICS = ("studies", "instances", "bytes", "films", "views", "shares", "sms")
 CLOCK_SLACK = timedelta(hours=1)
@@ -122,6 +123,8 @@ def _scope(
     archive: Archive, principal: Principal, req: StatsRequest
 ) -> tuple[list[HospitalInfo] | None, str]:
     """The hospitals counted (None: every hospital, no filter) and the detail to audit."""
+    if req.date_from.year < MIN_YEAR or req.date_to.year > MAX_YEAR:
+        raise StatsError(f"dates between {MIN_YEAR} and {MAX_YEAR}")
     if req.date_to < req.date_from:
         raise StatsError("the range ends before it starts")
     if (req.date_to - req.date_from).days + 1 > MAX_DAYS:

@@ -57,8 +57,9 @@ def dicom_date(text: str) -> str:
 
 def _clean(text: str, limit: int = 64) -> str:
     """A typed search term: trimmed, without the backslash (a DICOM value separator: ``a\\b``
-    would become a list of two values)."""
-    return (text or "").replace("\\", "").strip()[:limit]
+    would become a list of two values) and control characters (PostgreSQL refuses NUL)."""
+    kept = "".join(c for c in (text or "") if c.isprintable() and c != "\\")
+    return kept.strip()[:limit]
 
 
 def name_pattern(text: str) -> str:
