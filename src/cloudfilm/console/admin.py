@@ -44,6 +44,7 @@ from cloudfilm.console.admin_common import (
 )
 from cloudfilm.console.session import ConsoleRefused, ConsoleView, forget, require_view
 from cloudfilm.console.texts import user_error
+from cloudfilm.http.params import RowPk
 from cloudfilm.http.templating import lang_of, t
 
 router = APIRouter(include_in_schema=False)
@@ -147,7 +148,7 @@ def _managed_user(request: Request, view: ConsoleView, pk: int, detail: str) -> 
 
 
 @router.post(USERS + "/{pk}/password")
-def reset_password(request: Request, pk: int, csrf: Field = "", password: Field = "") -> Response:
+def reset_password(request: Request, pk: RowPk, csrf: Field = "", password: Field = "") -> Response:
     view = admin_view(request, csrf)
     user = _managed_user(request, view, pk, "reset password")
     db = archive_of(request).db
@@ -176,7 +177,7 @@ def reset_password(request: Request, pk: int, csrf: Field = "", password: Field 
 
 
 @router.post(USERS + "/{pk}/disable")
-def disable_user(request: Request, pk: int, csrf: Field = "") -> Response:
+def disable_user(request: Request, pk: RowPk, csrf: Field = "") -> Response:
     view = admin_view(request, csrf)
     user = _managed_user(request, view, pk, "disable user")
     if user.pk == view.user.pk:
@@ -191,7 +192,7 @@ def disable_user(request: Request, pk: int, csrf: Field = "") -> Response:
 
 
 @router.post(USERS + "/{pk}/enable")
-def enable_user(request: Request, pk: int, csrf: Field = "") -> Response:
+def enable_user(request: Request, pk: RowPk, csrf: Field = "") -> Response:
     view = admin_view(request, csrf)
     user = _managed_user(request, view, pk, "enable user")
     set_disabled(archive_of(request).db, user.pk, False)
@@ -202,7 +203,7 @@ def enable_user(request: Request, pk: int, csrf: Field = "") -> Response:
 
 
 @router.post(USERS + "/{pk}/totp")
-def user_totp(request: Request, pk: int, csrf: Field = "") -> Response:
+def user_totp(request: Request, pk: RowPk, csrf: Field = "") -> Response:
     """A new second-factor secret: its QR code (and the secret, for typing) shown once."""
     view = admin_view(request, csrf)
     user = _managed_user(request, view, pk, "new second factor")

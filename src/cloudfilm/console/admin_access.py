@@ -29,6 +29,7 @@ from cloudfilm.console.admin_common import (
 )
 from cloudfilm.console.session import ConsoleRefused, ConsoleView
 from cloudfilm.console.texts import user_error
+from cloudfilm.http.params import RowPk
 from cloudfilm.http.templating import lang_of
 
 router = APIRouter(include_in_schema=False)
@@ -106,7 +107,7 @@ def add_ae(
 
 
 @router.post(AES + "/{pk}/disable")
-def disable(request: Request, pk: int, csrf: Field = "", hospital: Field = "") -> Response:
+def disable(request: Request, pk: RowPk, csrf: Field = "", hospital: Field = "") -> Response:
     view = admin_view(request, csrf)
     target = _target(request, view, hospital)
     guard(request, view, target.pk, f"ae:{pk}", "console: disable AE")

@@ -19,6 +19,7 @@ from cloudfilm.accounts.hospitals import DIRECTORY, HospitalError, HospitalInfo
 from cloudfilm.archive import Archive
 from cloudfilm.console.render import render_console
 from cloudfilm.console.session import ConsoleRefused, ConsoleView, check_csrf, require_view
+from cloudfilm.http.params import id_int
 
 DONE_KEYS = frozenset(
     {
@@ -49,10 +50,8 @@ def admin_view(request: Request, csrf: str | None = None) -> ConsoleView:
 def _pk(value: str | None) -> int | None:
     if value is None or value == "":
         return None
-    try:
-        return int(value)
-    except ValueError:
-        return -1
+    number = id_int(value)
+    return -1 if number is None else number  # no such hospital (the check records the ask)
 
 
 def managed_hospital(request: Request, view: ConsoleView, value: str | None) -> HospitalInfo | None:

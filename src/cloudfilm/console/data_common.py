@@ -13,6 +13,7 @@ from cloudfilm.access import AccessDenied, Action, Decision
 from cloudfilm.archive import Archive
 from cloudfilm.console import data_texts as _data_texts  # noqa: F401  (registers the texts)
 from cloudfilm.console.session import ConsoleRefused, ConsoleView
+from cloudfilm.http.params import id_int
 from cloudfilm.http.templating import t
 
 
@@ -37,10 +38,9 @@ def link(path: str, params: Mapping[str, object]) -> str:
 
 
 def int_param(value: str | None, default: int | None = None) -> int | None:
-    try:
-        return int(value) if value not in (None, "") else default  # type: ignore[arg-type]
-    except ValueError:
-        return default
+    """Not a number, or one no row can have: ``default``."""
+    number = id_int(value)
+    return default if number is None else number
 
 
 def svg_data_uri(svg: bytes) -> str:

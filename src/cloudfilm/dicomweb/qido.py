@@ -19,6 +19,7 @@ from cloudfilm.dicomweb.negotiate import choose_simple
 from cloudfilm.dicomweb.resources import base_url
 from cloudfilm.dicomweb.wado import JSON_TYPES, UID
 from cloudfilm.http.caching import REVALIDATE, make_etag, not_modified
+from cloudfilm.http.params import INDEX_INT_MAX
 from cloudfilm.http.problems import Problem
 from cloudfilm.http.security import ArchiveDep, PrincipalDep
 from cloudfilm.storage.query import ATTRIBUTES, Level, Query, run_query
@@ -114,7 +115,7 @@ def _parse(request: Request, level: Level) -> tuple[Query, list[str], bool, list
             if lname == "limit":
                 limit = number
             else:
-                offset = number
+                offset = min(number, INDEX_INT_MAX)  # further is past any archive's end too
         elif lname == "fuzzymatching":
             if value.lower() not in ("true", "false"):
                 raise Problem(400, "fuzzymatching must be true or false")
