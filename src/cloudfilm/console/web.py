@@ -16,15 +16,16 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
-from starlette.datastructures import Headers, MutableHeaders
+from starlette.datastructures import Headers
 from starlette.responses import FileResponse
 from starlette.staticfiles import StaticFiles
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 from cloudfilm.archive import Archive
 from cloudfilm.console.render import render_console
 from cloudfilm.console.session import ConsoleRedirect, ConsoleRefused, ConsoleSessionResolver
 from cloudfilm.http.compression import choose_encoding
+from cloudfilm.http.page_headers import PageHeaders
 from cloudfilm.http.templating import lang_of, t
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static" / "console"
@@ -40,35 +41,6 @@ CSP = (
 
 def _console_path(path: str) -> bool:
     return path == "/" or path.startswith("/console/")
-
-
-class ConsoleHeaders:
-    """CSP, no framing (admin buttons must not be clickjacked), no referrer, HSTS behind TLS."""
-
-    def __init__(self, app: ASGIApp, archive: Archive) -> None:
-        self.app = app
-        self.https = (archive.settings.public_url or "").startswith("https")
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope.get("path", "") if scope["type"] == "http" else ""
-        if not _console_path(path):
-            await self.app(scope, receive, send)
-            return
-        https = self.https or scope.get("scheme") == "https"
-
-        async def wrapped(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                headers.setdefault("X-Content-Type-Options", "nosniff")
-                headers.setdefault("Referrer-Policy", "no-referrer")
-                if headers.get("content-type", "").startswith("text/html"):
-                    headers.setdefault("Content-Security-Policy", CSP)
-                    headers.setdefault("X-Frame-Options", "DENY")
-                if https:
-                    headers.setdefault("Strict-Transport-Security", "max-age=31536000")
-            await send(message)
-
-        await self.app(scope, receive, wrapped)
 
 
 class ConsoleStatic(StaticFiles):
@@ -117,7 +89,7 @@ def install_console(app: FastAPI, archive: Archive) -> None:
         app.include_router(importlib.import_module(name).router)
     app.mount("/console/static", ConsoleStatic(directory=STATIC_DIR, check_dir=False))
     app.state.principal_resolvers.append(ConsoleSessionResolver(archive))
-    app.add_middleware(ConsoleHeaders, archive=archive)
+    app.add_middleware(PageHeaders, archive=archive, covers=_console_path, csp=CSP)
 
     @app.exception_handler(ConsoleRedirect)
     async def _redirect(request: Request, exc: ConsoleRedirect) -> Response:

@@ -7,10 +7,9 @@ apply to the portal's paths only (``/f/ /s/ /p/ /api/``): the viewer and DICOMwe
 from __future__ import annotations
 
 from fastapi import FastAPI
-from starlette.datastructures import MutableHeaders
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cloudfilm.archive import Archive
+from cloudfilm.http.page_headers import PageHeaders
 
 PORTAL_PREFIXES = ("/f/", "/s/", "/p/", "/api/")
 CSP = (
@@ -19,33 +18,8 @@ CSP = (
 )
 
 
-class PortalHeaders:
-    """CSP, framing, referrer and (behind TLS) HSTS on the portal's responses."""
-
-    def __init__(self, app: ASGIApp, archive: Archive) -> None:
-        self.app = app
-        self.https = (archive.settings.public_url or "").startswith("https")
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope.get("path", "") if scope["type"] == "http" else ""
-        if not path.startswith(PORTAL_PREFIXES):
-            await self.app(scope, receive, send)
-            return
-        https = self.https or scope.get("scheme") == "https"
-
-        async def wrapped(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                headers.setdefault("X-Content-Type-Options", "nosniff")
-                headers.setdefault("Referrer-Policy", "no-referrer")
-                if headers.get("content-type", "").startswith("text/html"):
-                    headers.setdefault("Content-Security-Policy", CSP)
-                    headers.setdefault("X-Frame-Options", "DENY")
-                if https:
-                    headers.setdefault("Strict-Transport-Security", "max-age=31536000")
-            await send(message)
-
-        await self.app(scope, receive, wrapped)
+def _portal_path(path: str) -> bool:
+    return path.startswith(PORTAL_PREFIXES)
 
 
 def install_portal(app: FastAPI, archive: Archive, *, start_issuer: bool = True) -> None:
@@ -57,7 +31,7 @@ def install_portal(app: FastAPI, archive: Archive, *, start_issuer: bool = True)
     app.include_router(api.router)
     app.include_router(pages.router)
     app.state.principal_resolvers.append(CookieSessionResolver(archive))
-    app.add_middleware(PortalHeaders, archive=archive)
+    app.add_middleware(PageHeaders, archive=archive, covers=_portal_path, csp=CSP)
     issuer = FilmIssuer(archive)
     app.state.film_issuer = issuer
     app.state.film_notifier = issuer.notifier
