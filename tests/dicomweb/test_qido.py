@@ -132,6 +132,29 @@ def test_limit_and_offset_page_through_everything(dw: DicomWeb) -> None:
     assert client.search_for_studies(offset=len(everything)) == []
 
 
+def test_empty_uid_lists_and_numbers_no_database_stores_are_400_problems(
+    dw: DicomWeb, demo: DemoManifest
+) -> None:
+    """Both once reached the shared query engine as they were: an IndexError, and a number
+    the database driver cannot bind (500s; C-FIND shares the engine)."""
+    study = demo.study("mr").study_uid
+    too_large = "99999999999999999999"
+    with dw.http() as http:
+        for url, params in (
+            ("/dicom-web/studies", {"StudyInstanceUID": "\\"}),
+            ("/dicom-web/studies", {"StudyInstanceUID": ","}),
+            ("/dicom-web/series", {"SeriesInstanceUID": "\\\\"}),
+            ("/dicom-web/instances", {"SOPClassUID": " , "}),
+            ("/dicom-web/studies", {"NumberOfStudyRelatedSeries": too_large}),
+            ("/dicom-web/studies", {"NumberOfStudyRelatedInstances": f"-{too_large}"}),
+            (f"/dicom-web/studies/{study}/series", {"SeriesNumber": too_large}),
+            (f"/dicom-web/studies/{study}/instances", {"InstanceNumber": too_large}),
+        ):
+            r = http.get(url, params=params)
+            assert r.status_code == 400, (url, params, r.status_code)
+            assert r.headers["content-type"] == "application/problem+json"
+
+
 def test_an_offset_past_what_the_index_can_count_is_an_empty_page(
     dw: DicomWeb, demo: DemoManifest
 ) -> None:

@@ -199,9 +199,14 @@ def _match(
 ) -> ColumnElement[bool]:
     if kind == "uid":
         uids = [u.strip() for u in value.split("\\") if u.strip()]
+        if not uids:
+            raise ValueError("separators without a UID")
         return col.in_(uids) if len(uids) > 1 else col == uids[0]
     if kind == "int":
-        return col == int(value)
+        number = int(value)
+        if not -(2**63) <= number < 2**63:
+            raise ValueError("no database stores such a number")  # the driver would fail
+        return col == number
     if kind in ("date", "time"):
         if kind == "time":
             value = value.replace(":", "")
