@@ -173,6 +173,23 @@ def test_no_internal_argument_is_published_as_a_query_parameter(
     assert published == []
 
 
+def test_a_nul_anywhere_in_the_url_is_a_400_problem(dw: DicomWeb, demo: DemoManifest) -> None:
+    """No text column takes NUL (PostgreSQL refuses it: this once answered 500 there)."""
+    study = demo.study("ct").study_uid
+    with dw.http("read") as http:
+        for url in (
+            "/dicom-web/studies?PatientName=a%00b",
+            f"/dicom-web/studies/{study}/series?SeriesDescription=%00",
+            "/api/films?study_uid=1.2%00",
+            "/api/films/a%00b/qr.svg",
+            "/f/a%00b",
+        ):
+            r = http.get(url)
+            assert r.status_code == 400, (url, r.status_code)
+            assert r.headers["content-type"] == "application/problem+json"
+        assert http.get("/dicom-web/studies", params={"PatientName": "a*"}).status_code == 200
+
+
 def test_unknown_paths_and_methods_are_problems(dw: DicomWeb) -> None:
     with dw.http("read") as http:
         r = http.get("/dicom-web/nothing-here")

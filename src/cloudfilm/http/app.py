@@ -14,6 +14,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from cloudfilm.archive import Archive
 from cloudfilm.http.compression import JSONCompressionMiddleware
+from cloudfilm.http.params import NoNulInUrls
 from cloudfilm.http.problems import install_problem_handlers
 from cloudfilm.http.security import BearerTokenResolver, PrincipalResolver
 
@@ -69,6 +70,7 @@ def create_app(archive: Archive, *, background: bool = True) -> FastAPI:
         return {"status": "ok"}
 
     app.add_middleware(JSONCompressionMiddleware)
+    app.add_middleware(NoNulInUrls)  # before any endpoint can hand a NUL to a query
     app.add_middleware(
         CORSMiddleware,
         allow_origins=cors_origins(archive),

@@ -126,7 +126,7 @@ async def post_report(request: Request, archive: ArchiveDep, principal: Principa
 
 
 class IssueIn(BaseModel):
-    study_uid: str = Field(min_length=1, max_length=64)
+    study_uid: str = Field(pattern=r"^[0-9.]{1,64}$")
 
 
 @router.post("/films", summary="Issue the film of a study now (hospital desk)")
@@ -277,14 +277,18 @@ def post_verify(body: VerifyIn, request: Request, archive: ArchiveDep) -> Any:
 # --- shares ---------------------------------------------------------------------------------
 
 
+NO_NUL = r"^[^\x00]*$"
+"""Text that reaches the index: PostgreSQL takes no NUL character."""
+
+
 class ShareIn(BaseModel):
-    film_ids: list[str] = Field(min_length=1, max_length=50)
+    film_ids: list[Annotated[str, Field(pattern=NO_NUL)]] = Field(min_length=1, max_length=50)
     days: float | None = Field(default=None, gt=0, le=365)
     expires_at: datetime | None = None
-    code: str = Field(default="", max_length=16)
+    code: str = Field(default="", max_length=16, pattern=NO_NUL)
     allow_download: bool = False
-    label: str = Field(default="", max_length=64)
-    assisted_by: str = Field(default="", max_length=128)
+    label: str = Field(default="", max_length=64, pattern=NO_NUL)
+    assisted_by: str = Field(default="", max_length=128, pattern=NO_NUL)
 
 
 @router.post("/shares", status_code=201, summary="Share films with a doctor")

@@ -231,8 +231,11 @@ def save_report(
 ) -> Report:
     """Store a report of ``hospital`` (new, or a new version of one with the same keys) and
     match it to that hospital's study: an accession number means nothing across hospitals."""
+    given = ReportFields(**{n: _storable(v) for n, v in vars(given).items()})
     if not (given.study_uid or given.accession_number or given.exam_number):
         raise ReportError("a report needs study_uid, accession_number or exam_number to match")
+    if given.study_uid and not _UID.match(given.study_uid):
+        raise ReportError("study_uid is not a DICOM UID (digits and dots, at most 64)")
     pdf_key = None
     if pdf is not None:
         if len(pdf) > MAX_PDF_BYTES:
@@ -288,6 +291,16 @@ def save_report(
             detail=f"report v{version} corrected the phone number: link to be sent to it",
         )  # fmt: skip
     return row
+
+
+_UID = re.compile(r"^[0-9.]{1,64}$")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _storable(text: str) -> str:
+    """Without NUL (DICOM pads with it; PostgreSQL refuses it) and with unpaired surrogates
+    (JSON's ``\\ud800`` escapes, which UTF-8 cannot encode) shown as U+FFFD."""
+    return _SURROGATE.sub("\ufffd", text.replace("\x00", ""))
 
 
 def _limit(name: str) -> int:
