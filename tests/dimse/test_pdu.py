@@ -209,7 +209,10 @@ def feed(archive: Archive, loop: asyncio.AbstractEventLoop, chunks: list[bytes])
             await asyncio.sleep(0.01)
         protocol.connection_lost(None)
 
-    loop.run_until_complete(asyncio.wait_for(run(), 20))
+    # In a thread of its own: a browser test earlier in the session leaves Playwright's loop
+    # running in the main thread, where no other loop may run.
+    with ThreadPoolExecutor(max_workers=1) as runner:
+        runner.submit(loop.run_until_complete, asyncio.wait_for(run(), 20)).result()
     executor.shutdown(wait=True)
     return transport
 
