@@ -19,7 +19,15 @@ def _logging(verbose: bool) -> None:
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    for noisy in ("pynetdicom", "uvicorn.access", "botocore", "urllib3", "alembic", "openjpeg"):
+    for noisy in (
+        "pynetdicom",
+        "uvicorn.access",
+        "botocore",
+        "urllib3",
+        "alembic",
+        "openjpeg",
+        "httpx",
+    ):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # pydicom logs every odd value and every decoder it tried; we report what matters ourselves
     logging.getLogger("pydicom").setLevel(logging.CRITICAL)
@@ -237,8 +245,9 @@ def _register_optional() -> None:
     except ImportError:
         pass
     from cloudfilm.accounts.cli import ae, hospital, user
+    from cloudfilm.gateway.cli import gateway
 
-    for group in (hospital, user, ae):
+    for group in (hospital, user, ae, gateway):
         main.add_command(group)
 
 

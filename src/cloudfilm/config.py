@@ -42,6 +42,20 @@ class MoveDestination(BaseModel):
     port: int
 
 
+def caller_allowed(
+    callers: list[AllowedCaller], ae_title: str, host: str | None, service: str
+) -> bool:
+    """True when the allow-list is empty or names this AE (and host) for this service (the
+    archive's settings and the gateway's share the rule)."""
+    if not callers:
+        return True
+    ae = ae_title.strip()
+    return any(
+        c.ae_title.strip() == ae and (c.host is None or c.host == host) and service in c.services
+        for c in callers
+    )
+
+
 def _toml_path() -> Path:
     return Path(os.environ.get("CLOUDFILM_CONFIG", "cloudfilm.toml"))
 
@@ -153,16 +167,7 @@ class Settings(BaseSettings):
         return f"http://{host}:{self.http_port}"
 
     def caller_allowed(self, ae_title: str, host: str | None, service: str) -> bool:
-        """True when the allow-list is empty or names this AE (and host) for this service."""
-        if not self.allowed_callers:
-            return True
-        ae = ae_title.strip()
-        return any(
-            c.ae_title.strip() == ae
-            and (c.host is None or c.host == host)
-            and service in c.services
-            for c in self.allowed_callers
-        )
+        return caller_allowed(self.allowed_callers, ae_title, host, service)
 
     def move_destination(self, ae_title: str) -> MoveDestination | None:
         ae = ae_title.strip()

@@ -25,6 +25,7 @@ from cloudfilm.dicomweb.json import dataset
 from cloudfilm.dicomweb.multipart import MultipartError, Part, parse_content_type, read_parts
 from cloudfilm.dicomweb.resources import base_url
 from cloudfilm.dicomweb.wado import UID
+from cloudfilm.http.decoding import BodyDecodingError, check_encoding, decoded
 from cloudfilm.http.problems import Problem
 from cloudfilm.http.security import ArchiveDep, PrincipalDep
 from cloudfilm.ingest import Rejected, RejectReason
@@ -51,6 +52,7 @@ class Outcome:
     message: str = ""
     too_large: bool = False
     study_uid: str = ""
+    sha256: str = ""
 
 
 IN_FLIGHT = 3
@@ -138,7 +140,22 @@ def _store_part(
         result.sop_instance_uid,
         warning=WARN_KEPT_FIRST if result.is_warning else None,
         study_uid=study,
+        sha256=result.sha256,
     )
+
+
+PRIVATE_CREATOR = "CLOUDFILM 1.0"
+
+
+def stored_sha256(sha: str) -> dict[str, Any]:
+    """The private element (0009,1001) "CLOUDFILM 1.0": the SHA-256 of the bytes the archive
+    holds for the instance. PS3.18 has no place for it, and a sender that must delete its copy
+    only once the archive holds exactly those bytes (the edge gateway) needs it; a private
+    block is how PS3.5 lets a response carry what the standard does not define."""
+    return {
+        "00090010": {"vr": "LO", "Value": [PRIVATE_CREATOR]},
+        "00091001": {"vr": "LO", "Value": [sha]},
+    }
 
 
 def _response_body(outcomes: list[Outcome], base: str, study_of: dict[str, str]) -> dict[str, Any]:
@@ -176,7 +193,10 @@ def _response_body(outcomes: list[Outcome], base: str, study_of: dict[str, str])
                 )
             if o.warning is not None:
                 pairs.append(("WarningReason", o.warning))
-            items.append(dataset(pairs))
+            item = dataset(pairs)
+            if o.sha256:
+                item.update(stored_sha256(o.sha256))
+            items.append(dict(sorted(item.items())))
         body["00081199"] = {"vr": "SQ", "Value": items}
     return dict(sorted(body.items()))
 
@@ -198,6 +218,7 @@ async def _stow(
     inner = params.get("type", "application/dicom").lower()
     if inner != "application/dicom":
         raise Problem(415, f"only application/dicom parts are supported (type={inner})")
+    encoding = check_encoding(request.headers.get("content-encoding"))
     source = f"stow:{principal.label}@{principal.client}"
     outcomes: list[Outcome] = []
     study_of: dict[str, str] = {}
@@ -211,9 +232,10 @@ async def _stow(
                 study_of[outcome.sop_instance_uid] = outcome.study_uid
             outcomes.append(outcome)
 
-    bad_body: MultipartError | None = None
+    bad_body: MultipartError | BodyDecodingError | None = None
+    body_stream = decoded(request.stream(), encoding)
     try:
-        async for part in read_parts(request.stream(), params.get("boundary", ""), limit):
+        async for part in read_parts(body_stream, params.get("boundary", ""), limit):
             if not part.oversize:
                 part.body = as_part10(part.body)
             uids = _peek_uids(part.body)
@@ -224,7 +246,7 @@ async def _stow(
             )
             pending.append((uids[2], asyncio.ensure_future(task)))
             await settle(IN_FLIGHT - 1)
-    except MultipartError as exc:
+    except (MultipartError, BodyDecodingError) as exc:
         bad_body = exc
     finally:
         await settle(0)  # answers (in order) for every part already handed over

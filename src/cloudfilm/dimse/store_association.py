@@ -17,15 +17,13 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from cloudfilm.dimse import negotiation, pdu
 
 if TYPE_CHECKING:
     from pynetdicom.pdu_primitives import A_ASSOCIATE
     from pynetdicom.presentation import PresentationContext
-
-    from cloudfilm.dimse.handlers import Handlers
 
 log = logging.getLogger(__name__)
 
@@ -34,13 +32,28 @@ SOP_CLASS_NOT_SUPPORTED = 0x0122
 OUT_OF_RESOURCES = 0xA700
 
 
+class StoreHandlers(Protocol):
+    """What the association asks of the service behind it: the archive's DIMSE handlers
+    (ingest) or the edge gateway's door (spool). One receive path, two roles."""
+
+    def known_title(self, ae: str) -> bool: ...
+
+    def echo_allowed(self, ae: str, host: str) -> bool: ...
+
+    def may_store(self, ae: str, host: str) -> int | None: ...
+
+    def receive(
+        self, data: bytes, ae: str, hospital: int, *, sha256: str | None = None
+    ) -> tuple[int, str]: ...
+
+
 class StoreAssociation(asyncio.Protocol):
     """States: waiting for the A-ASSOCIATE-RQ (ARTIM running), established, closing."""
 
     def __init__(
         self,
         *,
-        handlers: Handlers,
+        handlers: StoreHandlers,
         executor: Executor,
         contexts: list[PresentationContext],
         max_pdu: int,

@@ -30,6 +30,7 @@ FOLDERS: dict[str, str] = {
     "http": "http/templates",
     "portal": "portal/templates",
     "console": "console/templates",
+    "gateway": "gateway/templates",
 }
 """Template name prefix → folder. Folders are read, not imported: no import of the packages."""
 

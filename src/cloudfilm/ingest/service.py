@@ -43,6 +43,9 @@ class IngestResult:
     transfer_syntax_uid: str
     size: int
     warnings: list[str] = field(default_factory=list)
+    sha256: str = ""
+    """Of the bytes the archive holds for this SOP Instance UID now (the first copy's when
+    ``kept-first``): what a sender checks its own copy against (the edge gateway does)."""
 
     @property
     def is_warning(self) -> bool:
@@ -101,6 +104,7 @@ def ingest(
     if result.outcome in ("stored", "replaced"):
         archive.notify_stored(result)
     result.warnings = parsed.warnings
+    result.sha256 = result.sha256 or sha
     log.debug("%s %s from %s", result.outcome, parsed.sop_instance_uid, source)
     return result
 
@@ -163,7 +167,9 @@ def _decide_duplicate(
         return _result(parsed, "duplicate", size)
     policy = archive.settings.duplicate_policy
     if policy == "keep-first":
-        return _result(parsed, "kept-first", size)
+        kept = _result(parsed, "kept-first", size)
+        kept.sha256 = existing[0]
+        return kept
     if policy == "reject":
         raise Rejected(
             RejectReason.CONFLICT,

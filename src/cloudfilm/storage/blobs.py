@@ -123,9 +123,16 @@ class FileBlobStore:
                 written = os.write(fd, view)
                 view = view[written:]
             os.fsync(fd)
-        finally:
             os.close(fd)
-        os.replace(tmp, final)
+            fd = -1
+            os.replace(tmp, final)
+        except BaseException:
+            # a full disk must not also keep the half-written copy (it holds the space)
+            if fd >= 0:
+                os.close(fd)
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
         self._dir_sync.sync(final.parent)
 
     def get(self, key: str) -> bytes:
