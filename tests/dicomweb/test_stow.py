@@ -13,6 +13,8 @@ from pydicom.uid import generate_uid
 from tests.dicomweb.conftest import BOUNDARY, DicomWeb, multipart_body, start_server, stow
 from tests.factory import make_dataset, make_instance, to_bytes
 
+CTYPE = f'multipart/related; type="application/dicom"; boundary={BOUNDARY}'
+
 
 def _seq(body: dict, tag: str) -> list[dict]:
     return body.get(tag, {}).get("Value", [])
@@ -162,3 +164,70 @@ def test_oversize_upload_is_413(small_limit_server: DicomWeb) -> None:
         [failed] = _seq(r.json(), "00081198")
         assert failed["00081197"]["Value"][0] == 0xA700
         assert _uid(failed, "00081155") == pydicom.dcmread(io.BytesIO(big)).SOPInstanceUID
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "zstd", "br", "deflate"])
+def test_a_compressed_body_is_stored_as_the_original_bytes(dw: DicomWeb, encoding: str) -> None:
+    """The edge gateway compresses its uploads: the archive keeps what the modality sent, and
+    names the SHA-256 it holds (private (0009,1001)) so the sender may delete its copy."""
+    import hashlib
+    import zlib
+
+    import brotli
+    import zstandard
+
+    study = generate_uid()
+    parts = [make_instance(study_uid=study, instance_number=i, size=64) for i in (1, 2)]
+    body = multipart_body(parts)
+    packed = {
+        "gzip": lambda b: zlib.compress(b, wbits=31),
+        "zstd": lambda b: zstandard.ZstdCompressor().compress(b),
+        "br": brotli.compress,
+        "deflate": zlib.compress,
+    }[encoding](body)
+    with dw.http("write") as http:
+        r = http.post(
+            "/dicom-web/studies",
+            content=packed,
+            headers={
+                "Content-Type": CTYPE,
+                "Content-Encoding": encoding,
+                "Accept": "application/dicom+json",
+            },
+        )
+    assert r.status_code == 200, r.text
+    held = {_uid(item, "00081155"): _uid(item, "00091001") for item in _seq(r.json(), "00081199")}
+    assert _uid(_seq(r.json(), "00081199")[0], "00090010") == "CLOUDFILM 1.0"
+    for data in parts:
+        sop = pydicom.dcmread(io.BytesIO(data)).SOPInstanceUID
+        assert held[sop] == hashlib.sha256(data).hexdigest()
+    first = pydicom.dcmread(io.BytesIO(parts[0]))
+    with dw.http("read") as http:
+        got = http.get(
+            f"/dicom-web/studies/{study}/series/{first.SeriesInstanceUID}"
+            f"/instances/{first.SOPInstanceUID}",
+            headers={"Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'},
+        )
+    assert got.status_code == 200
+    assert parts[0] in got.content  # the original bytes, not a re-encoding
+
+
+def test_an_unknown_or_broken_encoding_changes_nothing(dw: DicomWeb) -> None:
+    study = generate_uid()
+    body = multipart_body([make_instance(study_uid=study)])
+    ctype = f'multipart/related; type="application/dicom"; boundary={BOUNDARY}'
+    with dw.http("write") as http:
+        unknown = http.post(
+            "/dicom-web/studies",
+            content=body,
+            headers={"Content-Type": ctype, "Content-Encoding": "compress"},
+        )
+        broken = http.post(
+            "/dicom-web/studies",
+            content=b"\x28\xb5\x2f\xfd" + body[:100],
+            headers={"Content-Type": ctype, "Content-Encoding": "zstd"},
+        )
+    assert unknown.status_code == 415
+    assert unknown.headers["content-type"].startswith("application/problem+json")
+    assert broken.status_code == 400
+    assert dw.client().search_for_instances(study) == []
