@@ -42,6 +42,8 @@ class GatewayProcess:
     status_port: int = field(default_factory=free_port)
     hl7_port: int = 0
     proc: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+    """Default: next to the spool (a test that puts the spool on a tiny disk sets another)."""
 
     @property
     def status_url(self) -> str:
@@ -68,7 +70,8 @@ class GatewayProcess:
         return env
 
     def start(self, timeout: float = 30) -> None:
-        log = open(self.spool_dir.parent / "gateway.log", "ab")  # noqa: SIM115
+        self.log_path = self.log_path or self.spool_dir.parent / "gateway.log"
+        log = open(self.log_path, "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "cloudfilm.cli", "gateway"],
             env=self.env(),
@@ -89,8 +92,8 @@ class GatewayProcess:
         raise RuntimeError(f"gateway did not start:\n{self.log()}")
 
     def log(self) -> str:
-        path = self.spool_dir.parent / "gateway.log"
-        return path.read_text(errors="replace") if path.exists() else ""
+        path = self.log_path
+        return path.read_text(errors="replace") if path and path.exists() else ""
 
     def status(self) -> dict:  # type: ignore[type-arg]
         return httpx.get(f"{self.status_url}/status.json", timeout=5).json()

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from pydicom.uid import generate_uid
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage
 
@@ -211,3 +211,72 @@ def test_what_the_cloud_will_never_take_is_set_aside_and_shown(site: Site, tmp_p
     assert "已搁置" in page and "0x0124" in page
     time.sleep(3)  # not retried: the cloud saw them once each
     assert site.gateway.status()["set_aside_count"] == 2
+
+
+def _send_each(port: int, files: list[Path]) -> dict[str, int]:
+    """pynetdicom as the modality: SOP Instance UID -> the status the gateway answered."""
+    import pydicom
+
+    ae = AE(ae_title="MODALITY")
+    ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)  # the files' syntax
+    assoc = ae.associate("127.0.0.1", port, ae_title="CLOUDFILM_GW")
+    assert assoc.is_established
+    out = {}
+    for path in files:
+        sop = pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID
+        out[str(sop)] = int(assoc.send_c_store(path).Status)  # a path: its bytes as they are
+    assoc.release()
+    return out
+
+
+def test_spool_limit_refuses_with_out_of_resources_and_loses_nothing(
+    site: Site, tmp_path: Path
+) -> None:
+    """The cloud is away; the spool fills to its limit; later instances get 0xA700 (the
+    modality keeps them and retries), never a success the gateway could not keep."""
+    _study, files = ct_series(tmp_path / "ct", 30, size=64)
+    size = files[0].stat().st_size
+    site.proxy.down()
+    site.gateway.env_extra["CLOUDFILM_GATEWAY_MAX_SPOOL_BYTES"] = str(int(size * 10.5))
+    site.gateway.start()
+    answers = _send_each(site.gateway.dicom_port, files)
+    assert list(answers.values()) == [0] * 10 + [0xA700] * 20
+    site.proxy.up()
+    site.gateway.wait_until(all_sent(10))
+    again = _send_each(site.gateway.dicom_port, files[10:])  # the modality retries: room now
+    assert set(again.values()) == {0}
+    site.gateway.wait_until(all_sent(30))
+    assert site.cloud_blob_hashes() == hashes(files)
+
+
+def test_a_full_disk_refuses_and_resumes_by_itself(site: Site, tmp_path: Path) -> None:
+    """A real full disk (a 2 MB tmpfs under the spool): writes fail with ENOSPC, the modality
+    gets 0xA700 for what could not be kept, and every acknowledged instance still arrives."""
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], check=True)
+    try:
+        site.gateway.spool_dir = mount / "spool"
+        site.gateway.log_path = tmp_path / "gateway.log"
+        # the free-space reserve off (negative), so writes really run into ENOSPC: what
+        # happens when something else fills the disk between the check and the write
+        site.gateway.env_extra["CLOUDFILM_GATEWAY_MIN_FREE_BYTES"] = str(-(1 << 40))
+        _study, files = ct_series(tmp_path / "ct", 60, size=96)  # ~18 kB each, 1.1 MB in all
+        site.proxy.down()
+        site.gateway.start()
+        answers = _send_each(site.gateway.dicom_port, files)
+        kept = [f for f, status in zip(files, answers.values(), strict=True) if status == 0]
+        refused = [f for f, status in zip(files, answers.values(), strict=True) if status]
+        assert set(answers.values()) == {0, 0xA700}, answers
+        assert refused and kept
+        assert "No space left" in site.gateway.log() or "disk is full" in site.gateway.log()
+        site.proxy.up()
+        site.gateway.wait_until(all_sent(len(kept)))
+        for i in range(0, len(refused), 5):  # the modality retries, and now they fit
+            chunk = refused[i : i + 5]
+            assert set(_send_each(site.gateway.dicom_port, chunk).values()) == {0}
+            site.gateway.wait_until(all_sent(len(kept) + i + len(chunk)))
+        assert site.cloud_blob_hashes() == hashes(files)
+    finally:
+        site.gateway.stop()
+        subprocess.run(["umount", "-l", str(mount)], check=False)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
@@ -101,7 +102,7 @@ class GatewayDoor:
         except SpoolFull as exc:
             log.error("C-STORE refused from %s: %s", ae, exc)
             return OUT_OF_RESOURCES, "out of resources: gateway spool full"
-        except OSError as exc:  # a full disk, a failing one: nothing was acknowledged
+        except (OSError, sqlite3.Error) as exc:  # a full or failing disk: nothing acknowledged
             log.error("C-STORE from %s could not be spooled: %s", ae, exc)
             return OUT_OF_RESOURCES, "out of resources: gateway cannot write its spool"
         return SUCCESS, ""

@@ -16,14 +16,18 @@ one still waits. A report waits behind the instances that arrived before it.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import os
 import shutil
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from cloudfilm.storage.blobs import FileBlobStore
 
@@ -54,6 +58,11 @@ CREATE INDEX IF NOT EXISTS items_series ON items (series_uid);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value REAL NOT NULL);
 """
 
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+BALLAST_BYTES = 256 * 1024
+"""Disk kept back for the deletes that free the disk (see Spool._transaction)."""
+WAL_TRUNCATE_BYTES = 256 * 1024
 INSTANCE = "instance"
 REPORT = "report"
 WAITING = "waiting"
@@ -116,6 +125,7 @@ class Spool:
         """Bytes of instances being written right now (counted against the limit)."""
         self.bytes = self._sum_bytes()
         self.recovered = self._recover()
+        self._lay_ballast()
 
     def close(self) -> None:
         with self.lock:
@@ -175,37 +185,12 @@ class Spool:
             with self.lock:
                 study = self._rank("study_uid", study_uid)
                 series = self._rank("series_uid", series_uid)
-                self.db.execute("BEGIN IMMEDIATE")
-                try:
-                    cur = self.db.execute(
-                        "INSERT INTO items (kind, study_uid, series_uid, sop_uid, sha256, size,"
-                        " blob_key, source, study_rank, series_rank, received_at)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (
-                            INSTANCE,
-                            study_uid,
-                            series_uid,
-                            sop_uid,
-                            sha256,
-                            size,
-                            key,
-                            source,
-                            study,
-                            series,
-                            time.time(),
-                        ),
-                    )
-                    row_id = int(cur.lastrowid or 0)
-                    self.db.execute(
-                        "UPDATE items SET study_rank = CASE study_rank WHEN 0 THEN id"
-                        " ELSE study_rank END, series_rank = CASE series_rank WHEN 0 THEN id"
-                        " ELSE series_rank END WHERE id = ?",
-                        (row_id,),
-                    )
-                    self.db.execute("COMMIT")
-                except BaseException:
-                    self.db.execute("ROLLBACK")
-                    raise
+                row_id = self._transaction(
+                    lambda: self._insert_instance(
+                        (study_uid, series_uid, sop_uid, sha256, size, key, source, study, series)
+                    ),
+                    free_ballast=False,  # a new instance must not eat the room kept for deletes
+                )
                 self.bytes += size
         except BaseException:
             self.files.delete(key)
@@ -215,6 +200,72 @@ class Spool:
                 self.reserved -= size
         self.wake.set()
         return row_id
+
+    def _insert_instance(self, values: tuple[Any, ...]) -> int:
+        cur = self.db.execute(
+            "INSERT INTO items (kind, study_uid, series_uid, sop_uid, sha256, size, blob_key,"
+            " source, study_rank, series_rank, received_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (INSTANCE, *values, time.time()),
+        )
+        row_id = int(cur.lastrowid or 0)
+        self.db.execute(
+            "UPDATE items SET study_rank = CASE study_rank WHEN 0 THEN id ELSE study_rank END,"
+            " series_rank = CASE series_rank WHEN 0 THEN id ELSE series_rank END WHERE id = ?",
+            (row_id,),
+        )
+        return row_id
+
+    def _transaction(self, work: Callable[[], T], *, free_ballast: bool = True) -> T:
+        """``work`` in one immediate transaction (caller holds the lock).
+
+        A full disk must not wedge the spool: forgetting what the cloud holds is what frees
+        the disk, and that delete needs room in the WAL. So the spool keeps a ballast file;
+        a commit that finds the disk full (SQLite has then rolled back) drops the ballast and
+        runs once more. The ballast is laid again when there is room."""
+        for attempt in (1, 2):
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                result = work()
+                self.db.execute("COMMIT")
+                return result
+            except sqlite3.OperationalError as exc:
+                with contextlib.suppress(sqlite3.OperationalError):
+                    self.db.execute("ROLLBACK")  # SQLite may have rolled back already
+                full = "full" in str(exc)
+                if not (full and free_ballast and attempt == 1 and self._drop_ballast()):
+                    raise
+            except BaseException:
+                with contextlib.suppress(sqlite3.OperationalError):
+                    self.db.execute("ROLLBACK")
+                raise
+        raise AssertionError("unreachable")
+
+    @property
+    def _ballast(self) -> Path:
+        return self.root / "ballast"
+
+    def _lay_ballast(self) -> None:
+        if self._ballast.exists() or shutil.disk_usage(self.root).free < 2 * BALLAST_BYTES:
+            return  # only when there is room: laying it must not be what fills the disk
+        tmp = self.root / "ballast.part"
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(bytes(BALLAST_BYTES))
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self._ballast)
+        except OSError:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+
+    def _drop_ballast(self) -> bool:
+        try:
+            self._ballast.unlink()
+        except FileNotFoundError:
+            return False
+        log.error("spool disk full: released the reserve kept for this moment")
+        return True
 
     def _rank(self, column: str, uid: str) -> int:
         """The rank of the study/series of this uid while any of its instances still waits."""
@@ -300,18 +351,16 @@ class Spool:
         marks = ",".join("?" * len(ids))
         instances = [i for i in items if i.kind == INSTANCE]
         with self.lock:
-            self.db.execute("BEGIN IMMEDIATE")
-            try:
+
+            def forget() -> None:
                 self.db.execute(f"DELETE FROM items WHERE id IN ({marks})", ids)
                 self._count("sent_instances", len(instances))
                 self._count("sent_reports", len(items) - len(instances))
                 self._count("sent_bytes", sum(i.size for i in items))
                 self._count("wire_bytes", wire_bytes)
                 self._set("last_success_at", time.time())
-                self.db.execute("COMMIT")
-            except BaseException:
-                self.db.execute("ROLLBACK")
-                raise
+
+            self._transaction(forget)
             self.bytes -= sum(i.size for i in items)
             keys = {i.blob_key for i in items if i.blob_key}
             still = set()
@@ -321,6 +370,14 @@ class Spool:
                 still = {k for (k,) in self.db.execute(query, list(keys))}
         for key in keys - still:
             self.files.delete(key)
+        with self.lock:
+            wal = self.root / "queue.sqlite3-wal"
+            if wal.exists() and wal.stat().st_size > WAL_TRUNCATE_BYTES:
+                # the WAL never shrinks by itself: on a full disk it holds what deletes freed
+                with contextlib.suppress(sqlite3.OperationalError):
+                    self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            if not self._ballast.exists():
+                self._lay_ballast()
 
     def set_aside(self, item: Item, reason: str) -> None:
         """A refusal that will not change: kept (with its file) and shown, never retried."""
