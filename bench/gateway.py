@@ -7,7 +7,10 @@ proxy and by the gateway), and the time until the film's SMS. The report is post
 cloud before the images (it waits for them), the film's stable time is 5 s, and the SMS goes
 through the webhook back-end to a receiver here that stamps its arrival.
 
-    .venv/bin/python bench/gateway.py [--slices 300] [--mbit 100] [--encodings zstd,none]
+    .venv/bin/python bench/gateway.py [--slices 300] [--mbit 100] [--encodings zstd,none] [--noisy]
+
+The demo CT is smooth (it compresses to ~7 % with zstd); ``--noisy`` sends a CT with noise in
+the body, which compresses about as real CT does.
 """
 
 from __future__ import annotations
@@ -142,8 +145,22 @@ def main() -> None:
     ap.add_argument("--mbit", type=float, default=100)
     ap.add_argument("--encodings", default="zstd,gzip,none")
     ap.add_argument("--links", default="loopback,proxy")
+    ap.add_argument(
+        "--noisy",
+        action="store_true",
+        help="a CT with noise in it (compresses like real CT) instead of the smooth demo CT",
+    )
     args = ap.parse_args()
-    files = ct_files(args.slices, args.size)
+    if args.noisy:
+        from tests.gateway.studies import ct_series
+
+        folder = WORK / f"noisy-{args.slices}-{args.size}"
+        files = sorted(folder.glob("*.dcm")) if folder.exists() else []
+        if len(files) != args.slices:
+            shutil.rmtree(folder, ignore_errors=True)
+            _study, files = ct_series(folder, args.slices, size=args.size, accession="NOISY1")
+    else:
+        files = ct_files(args.slices, args.size)
     import pydicom
 
     first = pydicom.dcmread(files[0], stop_before_pixels=True)
@@ -153,7 +170,8 @@ def main() -> None:
             r = run(files, str(first.AccessionNumber), link, args.mbit, encoding)
             print(r, flush=True)
             results.append(r)
-    path = save("gateway", {"runs": results, "cpus": os.cpu_count()})
+    data = "noisy synthetic CT (tests/gateway/studies.py)" if args.noisy else "demo CT"
+    path = save("gateway", {"runs": results, "data": data, "cpus": os.cpu_count()})
     print(f"saved {path}")
 
 
