@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
@@ -20,9 +19,9 @@ from pynetdicom import AE, AllStoragePresentationContexts
 from pynetdicom.sop_class import Verification
 
 from cloudfilm.config import caller_allowed
-from cloudfilm.dimse.router import new_event_loop
 from cloudfilm.dimse.server import transfer_syntaxes
 from cloudfilm.dimse.store_association import OUT_OF_RESOURCES, StoreAssociation
+from cloudfilm.gateway.serving import ServingThread
 from cloudfilm.gateway.spool import Spool, SpoolFull
 from cloudfilm.ingest import Rejected, RejectReason
 from cloudfilm.ingest.parse import parse_instance
@@ -109,7 +108,7 @@ class GatewayDoor:
 
 
 class DicomDoor:
-    """The listening socket and its event loop, in a thread of their own."""
+    """The listening socket, served on an event loop of its own."""
 
     def __init__(self, settings: GatewaySettings, door: GatewayDoor) -> None:
         self.settings = settings
@@ -119,38 +118,23 @@ class DicomDoor:
         self.executor = ThreadPoolExecutor(
             max_workers=max(4, settings.max_associations), thread_name_prefix="gw-store"
         )
-        self.loop = new_event_loop()
-        self.server: asyncio.AbstractServer | None = None
-        self.thread = threading.Thread(target=self._run, name="gateway-dicom", daemon=True)
-        self.started = threading.Event()
-        self.error: BaseException | None = None
+        self.serving = ServingThread(
+            "gateway-dicom",
+            lambda loop: loop.create_server(
+                self._protocol, settings.dicom_host, settings.dicom_port, reuse_address=True
+            ),
+        )
 
     @property
     def port(self) -> int:
-        assert self.server is not None
-        return int(self.server.sockets[0].getsockname()[1])
+        return self.serving.port
 
     def start(self) -> None:
-        self.thread.start()
-        self.started.wait(30)
-        if self.error is not None:
-            raise self.error
+        self.serving.start()
 
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        s = self.settings
-        try:
-            self.server = self.loop.run_until_complete(
-                self.loop.create_server(
-                    self._protocol, s.dicom_host, s.dicom_port, reuse_address=True
-                )
-            )
-        except BaseException as exc:
-            self.error = exc
-            self.started.set()
-            return
-        self.started.set()
-        self.loop.run_forever()
+    def stop(self) -> None:
+        self.serving.stop()
+        self.executor.shutdown(wait=True)
 
     def _protocol(self) -> StoreAssociation:
         s = self.settings
@@ -175,17 +159,6 @@ class DicomDoor:
 
     def _release(self) -> None:
         self.active -= 1
-
-    def stop(self) -> None:
-        async def close() -> None:
-            if self.server is not None:
-                self.server.close()
-
-        if self.thread.is_alive():
-            asyncio.run_coroutine_threadsafe(close(), self.loop).result(10)
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self.thread.join(timeout=10)
-        self.executor.shutdown(wait=True)
 
 
 class _Association(StoreAssociation):

@@ -20,12 +20,12 @@ import asyncio
 import base64
 import binascii
 import logging
-import threading
 import time
 from typing import Any
 
 import hl7
 
+from cloudfilm.gateway.serving import ServingThread
 from cloudfilm.gateway.spool import Spool, SpoolFull
 
 log = logging.getLogger(__name__)
@@ -172,46 +172,24 @@ def ack(raw_msh: str, code: str, text: str, declared: str) -> str:
 
 
 class HL7Listener:
-    """The MLLP server, on an event loop in a thread of its own."""
+    """The MLLP server, on an event loop of its own."""
 
     def __init__(self, host: str, port: int, spool: Spool) -> None:
-        self.host, self.wanted_port = host, port
         self.spool = spool
-        self.loop = asyncio.new_event_loop()
-        self.server: asyncio.AbstractServer | None = None
-        self.thread = threading.Thread(target=self._run, name="gateway-hl7", daemon=True)
-        self.ready = threading.Event()
-        self.error: BaseException | None = None
+        self.serving = ServingThread(
+            "gateway-hl7",
+            lambda loop: asyncio.start_server(self._client, host, port, limit=MAX_MESSAGE),
+        )
 
     @property
     def port(self) -> int:
-        assert self.server is not None
-        return int(self.server.sockets[0].getsockname()[1])
+        return self.serving.port
 
     def start(self) -> None:
-        self.thread.start()
-        self.ready.wait(20)
-        if self.error is not None:
-            raise self.error
+        self.serving.start()
 
     def stop(self) -> None:
-        if self.server is not None:
-            self.loop.call_soon_threadsafe(self.server.close)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=10)
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        try:
-            self.server = self.loop.run_until_complete(
-                asyncio.start_server(self._client, self.host, self.wanted_port, limit=MAX_MESSAGE)
-            )
-        except BaseException as exc:
-            self.error = exc
-            self.ready.set()
-            return
-        self.ready.set()
-        self.loop.run_forever()
+        self.serving.stop()
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
