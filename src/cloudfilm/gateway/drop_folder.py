@@ -29,6 +29,8 @@ from cloudfilm.portal.reports import ReportError, ReportFields, fields_from_text
 
 log = logging.getLogger(__name__)
 KEYS = ("study_uid", "accession_number", "exam_number")
+INCOMPLETE_PATIENCE = 60.0
+"""Seconds a PDF without its end marker is waited for before it is rejected as broken."""
 
 
 class DropFolder:
@@ -99,8 +101,9 @@ class DropFolder:
                     self._reject([other], "不是 PDF 或 JSON 文件", "not a PDF or JSON file")
             if pdf is None and sidecar is None:
                 continue
-            ready = all(self._settled(p, now) for p in (pdf, sidecar) if p is not None)
-            if not ready:
+            # look at both (no short-circuit): each needs its own first sighting
+            ready = [self._settled(p, now) for p in (pdf, sidecar) if p is not None]
+            if not all(ready):
                 continue
             if (
                 pdf is None
@@ -129,6 +132,8 @@ class DropFolder:
         if pdf is not None:
             data = pdf.read_bytes()
             if not data.startswith(b"%PDF") or b"%%EOF" not in data[-1024:]:
+                if time.time() - pdf.stat().st_mtime < INCOMPLETE_PATIENCE:
+                    return False  # a printer that paused mid-file: wait for the rest
                 self._reject(group, "不是完整的 PDF 文件", "not a complete PDF file")
                 return False
             try:
