@@ -34,8 +34,7 @@ def check_encoding(header: str | None) -> str:
     if encoding not in SUPPORTED:
         raise Problem(
             415,
-            f"Content-Encoding {encoding!r} is not supported; send gzip, zstd, br, deflate or "
-            "none",
+            f"Content-Encoding {encoding!r} is not supported; send gzip, zstd, br, deflate or none",
             headers={"Accept-Encoding": "gzip, zstd, br, deflate"},
         )
     return encoding
