@@ -12,13 +12,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import threading
 import time
 
 
 class NetProxy:
-    def __init__(self, target_host: str, target_port: int, *, rate: float | None = None) -> None:
+    def __init__(
+        self,
+        target_host: str,
+        target_port: int,
+        *,
+        rate: float | None = None,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.target = (target_host, target_port)
+        self.tls = tls
+        """Terminate TLS here (the cloud's HTTPS front, with its certificate)."""
         self.rate = rate
         """Bytes per second per direction (None: unlimited)."""
         self.upstream_bytes = 0
@@ -41,12 +51,12 @@ class NetProxy:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     def _run(self, ready: threading.Event) -> None:
         asyncio.set_event_loop(self.loop)
         self.server = self.loop.run_until_complete(
-            asyncio.start_server(self._client, "127.0.0.1", 0)
+            asyncio.start_server(self._client, "127.0.0.1", 0, ssl=self.tls)
         )
         ready.set()
         self.loop.run_forever()

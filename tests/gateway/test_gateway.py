@@ -280,3 +280,58 @@ def test_a_full_disk_refuses_and_resumes_by_itself(site: Site, tmp_path: Path) -
     finally:
         site.gateway.stop()
         subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_https_with_the_hospitals_ca_and_a_client_certificate(site: Site, tmp_path: Path) -> None:
+    """The cloud's HTTPS front trusts only client certificates of the hospital's CA; the
+    gateway trusts the cloud through a CA bundle of its own."""
+    import ssl
+
+    from bench.netproxy import NetProxy
+
+    from tests.gateway.pki import make_pki
+
+    pki = tmp_path / "pki"
+    make_pki(pki)
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(pki / "ca.pem"))
+    server_tls.load_cert_chain(str(pki / "server.pem"), str(pki / "server.key"))
+    server_tls.verify_mode = ssl.CERT_REQUIRED
+    front = NetProxy("127.0.0.1", site.cloud.http_port, tls=server_tls)
+    try:
+        _study, files = ct_series(tmp_path / "ct", 5)
+        site.gateway.cloud_url = front.url
+        site.gateway.env_extra.update({"CLOUDFILM_GATEWAY_CA_BUNDLE": str(pki / "ca.pem")})
+        site.gateway.start()  # no client certificate yet: the handshake is refused
+        storescu(site.gateway.dicom_port, files)
+        status = site.gateway.wait_until(lambda s: s["uploading_state"] == "retrying")
+        assert status["sent_instances"] == 0
+        site.gateway.stop()
+        site.gateway.env_extra.update(
+            {
+                "CLOUDFILM_GATEWAY_CLIENT_CERT": str(pki / "client.pem"),
+                "CLOUDFILM_GATEWAY_CLIENT_KEY": str(pki / "client.key"),
+            }
+        )
+        site.gateway.start()
+        site.gateway.wait_until(all_sent(5))
+        assert site.cloud_blob_hashes() == hashes(files)
+    finally:
+        front.close()
+
+
+def test_a_paused_schedule_holds_uploads_and_says_so(site: Site, tmp_path: Path) -> None:
+    _study, files = ct_series(tmp_path / "ct", 4)
+    site.gateway.env_extra["CLOUDFILM_GATEWAY_BANDWIDTH"] = "*=paused"
+    site.gateway.start()
+    storescu(site.gateway.dicom_port, files)
+    status = site.gateway.wait_until(lambda s: s["uploading_state"] == "paused")
+    time.sleep(2)
+    assert site.gateway.status()["waiting_instances"] == 4
+    assert site.cloud_instances() == []
+    env = site.gateway.env()
+    out = subprocess.run(
+        [sys.executable, "-m", "cloudfilm.cli", "gateway", "status"],
+        env=env, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert "paused" in out and "4 instance(s)" in out
+    assert status["bandwidth_now"] == "paused"
