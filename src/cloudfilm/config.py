@@ -87,6 +87,10 @@ class Settings(BaseSettings):
     X-Forwarded-Proto are believed. Behind a TLS proxy on another host, list it here, or every
     patient has the proxy's address: one shared guessing limit, one address in the audit.
     Anyone else's forwarding headers are ignored, so they cannot dodge the per-address limit."""
+    metrics_networks: list[str] = Field(default_factory=lambda: ["127.0.0.1/32", "::1/128"])
+    """Client addresses or networks that may read ``/metrics`` without a token (the client
+    address as ``trusted_proxies`` decide it); anyone else needs a platform operator's token.
+    The figures give every hospital's volumes, so they must not be open to the internet."""
     cors_origins: list[str] | None = None
     """Origins allowed to call DICOMweb from a browser (None: any origin, bearer tokens only)."""
 
