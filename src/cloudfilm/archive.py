@@ -14,9 +14,10 @@ from sqlalchemy import select
 
 from cloudfilm.access import Action, AuditLog, Decision, Principal, authorize
 from cloudfilm.config import Settings
-from cloudfilm.ingest import IngestResult
+from cloudfilm.ingest import IngestResult, Rejected
 from cloudfilm.ingest import ingest as _ingest
 from cloudfilm.ingest.group_commit import GroupCommit
+from cloudfilm.metrics import instruments
 from cloudfilm.storage.blobs import BlobStore, open_blob_store
 from cloudfilm.storage.database import Database
 
@@ -94,10 +95,16 @@ class Archive:
         sha256: str | None = None,
     ) -> IngestResult:
         """``hospital``: the owner (see ingest.ingest). ``sha256``: the hex digest of ``data``
-        when the caller hashed it on arrival."""
-        return _ingest(
-            self, data, hospital=hospital, source=source, stored_key=stored_key, sha256=sha256
-        )
+        when the caller hashed it on arrival. Counted by door (``source``'s prefix)."""
+        try:
+            result = _ingest(
+                self, data, hospital=hospital, source=source, stored_key=stored_key, sha256=sha256
+            )
+        except Rejected as exc:
+            instruments.instance_rejected(source, exc.reason.code, len(data))
+            raise
+        instruments.instance_received(source, result.outcome, len(data))
+        return result
 
     def on_stored(self, listener: Callable[[IngestResult], None]) -> None:
         """Subscribe to newly stored instances (metadata caches, film issuing, forwarding)."""

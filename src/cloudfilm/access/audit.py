@@ -19,6 +19,7 @@ from datetime import datetime
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
+from cloudfilm.metrics import instruments
 from cloudfilm.storage.database import Database
 from cloudfilm.storage.models import AuditEvent, Study, utcnow
 
@@ -130,6 +131,9 @@ class AuditLog:
                         self._write(batch)
                     except Exception:
                         log.exception("audit write failed; %d record(s) lost", len(batch))
+                        instruments.audit_lost(len(batch))
+                    else:
+                        _count(batch)
                 for w in waiters:
                     w.set()
 
@@ -166,6 +170,14 @@ class AuditLog:
             # One Core executemany, in chain order (primary keys follow it): ORM objects cost
             # more than the insert on the frame path, where every request is audited.
             session.connection().execute(insert(AuditEvent.__table__), rows)
+
+
+def _count(batch: list[_Pending]) -> None:
+    """``cloudfilm_audit_records_total``: committed records, by outcome."""
+    outcomes: dict[str, int] = {}
+    for p in batch:
+        outcomes[p.outcome] = outcomes.get(p.outcome, 0) + 1
+    instruments.audit_committed(outcomes)
 
 
 def _owners(session: Session, batch: list[_Pending]) -> dict[str, int]:

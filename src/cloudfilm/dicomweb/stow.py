@@ -29,6 +29,7 @@ from cloudfilm.http.decoding import BodyDecodingError, check_encoding, decoded
 from cloudfilm.http.problems import Problem
 from cloudfilm.http.security import ArchiveDep, PrincipalDep
 from cloudfilm.ingest import Rejected, RejectReason
+from cloudfilm.metrics import instruments
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/dicom-web", tags=["STOW-RS"])
@@ -107,7 +108,8 @@ def _store_part(
     ctype = parse_content_type(part.content_type)[0] if part.content_type else "application/dicom"
     if ctype != "application/dicom":
         return Outcome(sop_class, sop_uid, FAIL_MEDIA_TYPE, message=f"part of type {ctype}")
-    if part.oversize:
+    if part.oversize:  # never handed to ingest: counted here as ingest would have refused it
+        instruments.instance_rejected(source, RejectReason.TOO_LARGE.code, part.size)
         return Outcome(
             sop_class,
             sop_uid,

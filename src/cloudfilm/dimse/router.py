@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from cloudfilm.dimse import negotiation, pdu
 from cloudfilm.dimse.store_association import StoreAssociation
+from cloudfilm.metrics.instruments import event_loop_association
 
 if TYPE_CHECKING:
     from pynetdicom.pdu_primitives import A_ASSOCIATE
@@ -178,6 +179,7 @@ class StoreRouter:
                 admit=self._admit,
                 release=self._release,
                 request=request,
+                on_associate=event_loop_association,
             )
 
         async def start() -> None:

@@ -28,6 +28,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 from cloudfilm.dimse.commitment import STORAGE_COMMITMENT, StorageCommitment
 from cloudfilm.dimse.handlers import Handlers
 from cloudfilm.dimse.router import StoreRouter
+from cloudfilm.metrics.instruments import association
 
 if TYPE_CHECKING:
     from cloudfilm.archive import Archive
@@ -139,6 +140,8 @@ def start_dicom_server(
         (evt.EVT_C_GET, h.get),
         (evt.EVT_C_MOVE, h.move),
         (evt.EVT_N_ACTION, StorageCommitment(h).action),
+        (evt.EVT_ACCEPTED, lambda event: association("pynetdicom", True)),
+        (evt.EVT_REJECTED, lambda event: association("pynetdicom", False)),
     ]
     server_class = type(
         "CloudfilmAssociationServer", (NoDelayAssociationServer,), {"reuse_port": reuse_port}

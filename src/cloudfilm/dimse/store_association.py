@@ -64,6 +64,7 @@ class StoreAssociation(asyncio.Protocol):
         admit: Callable[[], bool],
         release: Callable[[], None],
         request: A_ASSOCIATE | None = None,
+        on_associate: Callable[[bool], None] | None = None,
     ) -> None:
         self.handlers = handlers
         self.executor = executor
@@ -77,6 +78,8 @@ class StoreAssociation(asyncio.Protocol):
         self.release = release
         self.decoded_request = request
         """The A-ASSOCIATE-RQ as the router decoded it while choosing the path."""
+        self.on_associate = on_associate
+        """Told whether each A-ASSOCIATE-RQ was accepted (the archive's metrics)."""
         self.transport: asyncio.Transport | None = None
         self.buffer = bytearray()
         self.established = False
@@ -213,6 +216,8 @@ class StoreAssociation(asyncio.Protocol):
                 refusal = pdu.associate_rj(2, 3, 2)  # transient, local limit exceeded
             else:
                 self.admitted = True
+        if self.on_associate is not None:
+            self.on_associate(refusal is None)
         if refusal is not None:
             log.info("association from %s@%s rejected", ae, self.peer_host)
             self._send(refusal)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import delete, func, or_, select
 from sqlalchemy.exc import IntegrityError
 
+from cloudfilm.metrics import instruments
 from cloudfilm.portal import keys
 from cloudfilm.portal.models import Film, Report
 from cloudfilm.portal.notify import FILM_MESSAGE, Notifier, make_notifier
@@ -137,6 +138,7 @@ def issue_film(archive: Archive, study_uid: str) -> tuple[Film, bool]:
         principal="system:films", action="issue", resource=study_uid, outcome="allow",
         detail=f"film {film_id}", hospital=owner,
     )  # fmt: skip
+    instruments.film_issued()
     log.info("issued film %s", film_id)
     return film, True
 

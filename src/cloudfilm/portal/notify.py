@@ -16,6 +16,7 @@ import urllib.request
 from typing import Protocol
 
 from cloudfilm.config import Settings
+from cloudfilm.metrics import instruments
 from cloudfilm.portal.keys import mask_phone
 
 log = logging.getLogger(__name__)
@@ -65,9 +66,24 @@ class WebhookNotifier:
         raise RuntimeError(f"SMS gateway failed: {last}")
 
 
+class CountedNotifier:
+    """Counts what the back-end took and refused (``cloudfilm_sms_messages_total``)."""
+
+    def __init__(self, inner: Notifier) -> None:
+        self.inner = inner
+
+    def send(self, phone: str, message: str) -> None:
+        try:
+            self.inner.send(phone, message)
+        except Exception:
+            instruments.sms(sent=False)
+            raise
+        instruments.sms(sent=True)
+
+
 def make_notifier(settings: Settings) -> Notifier:
     if settings.sms_backend == "webhook":
         if not settings.sms_webhook_url:
             raise ValueError("sms_backend=webhook needs CLOUDFILM_SMS_WEBHOOK_URL")
-        return WebhookNotifier(settings.sms_webhook_url)
-    return LogNotifier()
+        return CountedNotifier(WebhookNotifier(settings.sms_webhook_url))
+    return CountedNotifier(LogNotifier())
