@@ -44,6 +44,11 @@ def main(verbose: bool) -> None:
 @click.option("--demo", is_flag=True, help="Load the demo studies first and print how to try.")
 def serve(demo: bool) -> None:
     """Run the DICOM server and the HTTP server (with their worker processes)."""
+    from cloudfilm.metrics import multiproc
+
+    settings = Settings()
+    multiproc.start_fresh(settings)  # before any metric exists (see metrics/multiproc.py)
+    multiproc.register_process("serve")
     from cloudfilm.archive import Archive
     from cloudfilm.dimse import workers as dicom_workers
     from cloudfilm.dimse.server import start_dicom_server
@@ -51,7 +56,6 @@ def serve(demo: bool) -> None:
     from cloudfilm.http.app import create_app
     from cloudfilm.processes import stop_children
 
-    settings = Settings()
     archive = Archive(settings)
     archive.recover()
     from cloudfilm.storage.recovery import Checkpointer
@@ -83,6 +87,8 @@ def serve(demo: bool) -> None:
         server.run(sockets=[sock])
     finally:
         stop_children(children)
+        for child in children:
+            multiproc.process_exited(child.pid)
         dicom.shutdown()
         checkpointer.stop()
         archive.close()
@@ -92,6 +98,9 @@ def serve(demo: bool) -> None:
 def dicom_worker() -> None:
     """An extra DICOM server process (started by ``serve``)."""
     from cloudfilm.dimse.workers import run_worker
+    from cloudfilm.metrics.multiproc import register_process
+
+    register_process("dicom-worker")
 
     run_worker()
 
@@ -101,6 +110,9 @@ def dicom_worker() -> None:
 def http_worker(fd: int) -> None:
     """An extra HTTP server process (started by ``serve``)."""
     from cloudfilm.http.workers import run_worker
+    from cloudfilm.metrics.multiproc import register_process
+
+    register_process("http-worker")
 
     run_worker(fd)
 
@@ -141,12 +153,16 @@ def import_(paths: tuple[Path, ...], workers: int, hospital: str | None) -> None
     """Import DICOM files, folders (recursively) and zip archives."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
+    from cloudfilm.metrics.multiproc import join_running
+
+    settings = Settings()
+    join_running(settings)  # a running serve's /metrics counts these instances too
     from cloudfilm.accounts.hospitals import DIRECTORY, HospitalError
     from cloudfilm.accounts.models import FIRST_HOSPITAL
     from cloudfilm.archive import Archive
     from cloudfilm.importer import count_sources, import_paths
 
-    archive = Archive(Settings())
+    archive = Archive(settings)
     owner = FIRST_HOSPITAL
     if hospital:
         try:

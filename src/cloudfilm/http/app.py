@@ -79,4 +79,7 @@ def create_app(archive: Archive, *, background: bool = True) -> FastAPI:
         expose_headers=CORS_EXPOSED,
         max_age=600,
     )
+    from cloudfilm.metrics.web import install_metrics
+
+    install_metrics(app, archive)  # GET /metrics; its middleware outermost, timing the rest
     return app
