@@ -9,10 +9,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from functools import cached_property
 
 from sqlalchemy import select
 
 from cloudfilm.access import Action, AuditLog, Decision, Principal, authorize
+from cloudfilm.access.keys import server_secret
 from cloudfilm.config import Settings
 from cloudfilm.ingest import IngestResult, Rejected
 from cloudfilm.ingest import ingest as _ingest
@@ -44,14 +47,37 @@ class Archive:
         request asks."""
         self._listeners: list[Callable[[IngestResult], None]] = []
 
+    @cached_property
+    def secret(self) -> bytes:
+        """The server secret (access.keys): HMAC key of credentials and identifiers."""
+        return server_secret(self.settings)
+
     def authorize(
         self, principal: Principal, action: Action, study_uid: str | None = None, detail: str = ""
     ) -> Decision:
-        """The one access check (see cloudfilm.access.policy); raises AccessDenied."""
+        """The one access check (see cloudfilm.access.policy); raises AccessDenied.
+
+        A hospital user reaching past their hospital (a study of another, or a search) brings
+        the patient consents they hold, read afresh on every call: a revoked grant stops the
+        very next request."""
         owner = self.study_owner(study_uid) if study_uid else None
+        if self.needs_grants(principal, owner, action):
+            principal = replace(principal, granted=self.granted_studies(principal))
         return authorize(
             self.audit, principal, action, study_uid, detail=detail, study_hospital=owner
         )
+
+    @staticmethod
+    def needs_grants(principal: Principal, owner: int | None, action: Action) -> bool:
+        if principal.kind != "user" or principal.hospital is None or principal.studies is not None:
+            return False
+        return action is Action.QUERY or (owner is not None and owner != principal.hospital)
+
+    def granted_studies(self, principal: Principal) -> frozenset[str]:
+        from cloudfilm.regional.grants import granted_studies
+
+        with self.db.read() as session:
+            return granted_studies(session, principal.label, principal.hospital)
 
     def study_owner(self, study_uid: str, *, cached_only: bool = False) -> int | None:
         """The hospital holding this study, or None when the index does not know it (yet).

@@ -64,6 +64,9 @@ class Principal:
     """The owning hospital's pk; None for operators, the system and grant-limited visitors."""
     name: str = ""
     """A person's display name, for the audit trail and the patient's access history."""
+    granted: frozenset[str] | None = None
+    """A hospital user's studies of *other* hospitals, by a patient's consent grant (filled in
+    by the access check itself, never by a door)."""
 
     @property
     def label(self) -> str:
@@ -81,6 +84,9 @@ class Decision:
     """For queries: the studies the answer must be limited to (None: no limit)."""
     hospital: int | None = None
     """For queries: the hospital the answer must be limited to (None: no limit)."""
+    also: frozenset[str] | None = None
+    """For queries limited to a hospital: studies of other hospitals the answer may include
+    too (consent grants)."""
 
 
 class AccessDenied(Exception):
@@ -123,9 +129,20 @@ def decide(
             )
         return Decision(True, principal, action, study_uid, "operator")
     if study_hospital is not None and study_hospital != principal.hospital:
+        if principal.granted and study_uid in principal.granted:
+            if action in (Action.QUERY, Action.READ):
+                return Decision(True, principal, action, study_uid, "consent")
+            return Decision(False, principal, action, study_uid, "consent allows viewing only")
         return Decision(False, principal, action, study_uid, "study of another hospital")
     return Decision(
-        True, principal, action, study_uid, "granted", None, hospital=principal.hospital
+        True,
+        principal,
+        action,
+        study_uid,
+        "granted",
+        None,
+        hospital=principal.hospital,
+        also=principal.granted if action is Action.QUERY else None,
     )
 
 
@@ -142,6 +159,8 @@ def authorize(
     decision = decide(principal, action, study_uid, study_hospital)
     if decision.allowed and decision.reason == "operator":
         detail = f"operator read; {detail}".strip("; ")
+    elif decision.allowed and decision.reason == "consent":
+        detail = f"consent of the patient; {detail}".strip("; ")
     audit.record(
         principal=principal.label,
         action=str(action),

@@ -232,6 +232,7 @@ def search(
     decision = archive.authorize(principal, Action.QUERY, study, detail=f"qido {level.lower()}")
     q.allowed_studies = decision.studies
     q.hospital = decision.hospital
+    q.also_studies = decision.also
     if study is not None:
         q.keys["StudyInstanceUID"] = study
     if series is not None:

@@ -296,9 +296,11 @@ def _frames(
         if cached is None or not _servable_inline(request, archive, cached, numbers):
             raise WouldBlock  # before anything is audited: the retry decides afresh
         try:
-            archive.study_owner(study, cached_only=True)  # the access check needs the owner
+            owner = archive.study_owner(study, cached_only=True)  # the access check needs it
         except LookupError:
             raise WouldBlock from None
+        if archive.needs_grants(principal, owner, Action.READ):
+            raise WouldBlock  # a consent grant is read from the index, every time
     authorize_read(archive, principal, study, f"frames {frame_list[:64]}")
     ref = instance_ref(archive, study, series, sop)
     location = f"{base_url(request, archive)}/{ref.path()}/frames"

@@ -146,6 +146,7 @@ class Handlers:
             return
         query.allowed_studies = decision.studies
         query.hospital = decision.hospital
+        query.also_studies = decision.also
         try:
             with self.archive.db.read() as session:
                 result = run_query(session, query)
@@ -179,6 +180,7 @@ class Handlers:
             return _status(NOT_AUTHORIZED, "calling AE may not retrieve")
         query.allowed_studies = decision.studies
         query.hospital = decision.hospital
+        query.also_studies = decision.also
         try:
             with self.archive.db.read() as session:
                 rows = run_query(session, query).rows

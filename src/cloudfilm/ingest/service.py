@@ -22,6 +22,10 @@ from cloudfilm.accounts.hospitals import blob_tag
 from cloudfilm.ingest.errors import Rejected, RejectReason
 from cloudfilm.ingest.index_sql import HotStatements
 from cloudfilm.ingest.parse import ParsedInstance, parse_instance
+from cloudfilm.regional.identifiers import from_dataset
+from cloudfilm.regional.index_id import new_index_id
+from cloudfilm.regional.models import IndexChange
+from cloudfilm.regional.persons import link_patient
 from cloudfilm.storage.blobs import instance_key
 from cloudfilm.storage.models import Instance, Patient, Series, Study, utcnow
 
@@ -213,7 +217,7 @@ def _index(
     cached = archive.series_pks.get(parsed.series_uid)
     new_series = False
     if cached is None or cached[2] != hospital:
-        series_pk, study_pk, new_series = _series_for(session, parsed, hospital)
+        series_pk, study_pk, new_series = _series_for(session, parsed, hospital, archive.secret)
         fresh[parsed.series_uid] = (series_pk, study_pk, hospital)
     else:
         series_pk, study_pk, _owner = cached
@@ -241,8 +245,13 @@ def _other_hospital(level: str, uid: str) -> Rejected:
     )
 
 
-def _series_for(session: Session, parsed: ParsedInstance, hospital: int) -> tuple[int, int, bool]:
-    """Find or create patient, study and series; returns (series pk, study pk, created)."""
+def _series_for(
+    session: Session, parsed: ParsedInstance, hospital: int, secret: bytes
+) -> tuple[int, int, bool]:
+    """Find or create patient, study and series; returns (series pk, study pk, created).
+
+    A new study gets its imaging index ID and links its patient record to a regional person
+    (when its identifiers say who); a new series is a change in the index feed."""
     study = session.execute(
         select(Study).where(Study.study_uid == parsed.study_uid)
     ).scalar_one_or_none()
@@ -252,12 +261,14 @@ def _series_for(session: Session, parsed: ParsedInstance, hospital: int) -> tupl
         patient = _patient(session, parsed, hospital)
         study = Study(
             study_uid=parsed.study_uid,
+            index_id=new_index_id(session, hospital),
             hospital_pk=hospital,
             patient_pk=patient.pk,
             **parsed.study,
         )
         session.add(study)
         session.flush()
+        link_patient(session, secret, patient, from_dataset(parsed.dataset), source="dicom")
     else:
         _fill_blanks(study, parsed.study)
     series = session.execute(
@@ -279,6 +290,7 @@ def _series_for(session: Session, parsed: ParsedInstance, hospital: int) -> tupl
         session.refresh(study, attribute_names=["modalities"], with_for_update=True)
     series = Series(series_uid=parsed.series_uid, study_pk=study.pk, **parsed.series)
     session.add(series)
+    session.add(IndexChange(study_pk=study.pk, hospital_pk=hospital, kind="series"))
     modality = parsed.series["modality"]
     mods = [m for m in study.modalities.split("\\") if m]
     if modality and modality not in mods:

@@ -59,6 +59,8 @@ class Study(Base):
 
     pk: Mapped[int] = mapped_column(Integer, primary_key=True)
     study_uid: Mapped[str] = mapped_column(String(64), unique=True)
+    index_id: Mapped[str | None] = mapped_column(String(32), unique=True, index=True, nullable=True)
+    """The imaging index ID given at first ingest (regional.index_id): permanent."""
     hospital_pk: Mapped[int] = mapped_column(ForeignKey("hospitals.pk"))
     """The owner (its patient's hospital, repeated so every query filters without a join). A
     Study Instance UID is unique in the world: another hospital sending it is refused."""

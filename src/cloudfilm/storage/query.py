@@ -92,6 +92,8 @@ class Query:
     offset: int = 0
     fuzzy: bool = False
     allowed_studies: frozenset[str] | None = None
+    also_studies: frozenset[str] | None = None
+    """With ``hospital``: other hospitals' studies the answer may include (consent)."""
     """Only these studies may appear in the answer (None: no restriction)."""
     hospital: int | None = None
     """Only this hospital's patients and studies (None: every hospital's)."""
@@ -303,7 +305,11 @@ def build_select(q: Query, *, name_index: bool = True) -> tuple[Select[Any], lis
             raise QueryError(f"invalid value for {keyword}: {value!r}") from None
     if q.hospital is not None:
         owner = Patient.hospital_pk if q.level == "PATIENT" else Study.hospital_pk
-        stmt = stmt.where(owner == q.hospital)
+        if q.also_studies and q.level != "PATIENT":
+            # the hospital's own, and the other hospitals' studies a consent grant opened
+            stmt = stmt.where(or_(owner == q.hospital, Study.study_uid.in_(q.also_studies)))
+        else:
+            stmt = stmt.where(owner == q.hospital)
     if q.allowed_studies is not None:
         if q.level == "PATIENT":
             stmt = stmt.where(
