@@ -64,6 +64,10 @@ def create_app(archive: Archive, *, background: bool = True) -> FastAPI:
 
     # reports, films, patient pages; cookie sessions as principals
     install_portal(app, archive, start_issuer=background)
+    from cloudfilm.regional.web import install_regional
+
+    # persons, consent, similar exams, the imaging index feed, IHE IID
+    install_regional(app, archive, background=background)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:

@@ -1,0 +1,20 @@
+"""Regional sharing's HTTP doors, installed on the archive's app (see http/app.py).
+
+Each module below owns one door and its router; add yours to ``ROUTERS``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from fastapi import FastAPI
+
+if TYPE_CHECKING:
+    from cloudfilm.archive import Archive
+
+
+def install_regional(app: FastAPI, archive: Archive, *, background: bool = True) -> None:
+    """``background``: start the workers (the index feed's webhook push) in this process."""
+    routers: list = []
+    for router in routers:
+        app.include_router(router)
