@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
+from cloudfilm.accounts.models import Hospital, User
 from cloudfilm.portal.films import aware
 from cloudfilm.portal.models import Film, Share
 from cloudfilm.storage.models import AuditEvent
@@ -50,6 +51,9 @@ def _who(principal: str, film: Film, labels: dict[str, str]) -> tuple[str, str, 
         return "anonymous", "未验证的访客", "unverified visitor"
     if kind == "system":
         return "system", "系统", "system"
+    if kind == "user" and ident in labels:
+        # a hospital's doctor: by name and hospital (through a consent grant, often)
+        return "user", labels[ident], labels[ident]
     return kind, "医院系统", "hospital system"
 
 
@@ -76,6 +80,13 @@ def film_history(archive: Archive, film: Film) -> list[dict[str, Any]]:
                 select(Share.share_id, Share.label).where(Share.share_id.in_(share_ids))
             ).all()
         )
+        users = {e.principal[5:] for e in events if e.principal.startswith("user:")}
+        for username, name, hospital in session.execute(
+            select(User.username, User.display_name, Hospital.name)
+            .outerjoin(Hospital, Hospital.pk == User.hospital_pk)
+            .where(User.username.in_(users))
+        ).all():
+            labels[username] = " · ".join(x for x in (hospital, name or username) if x)
     groups: list[dict[str, Any]] = []
     for ev in reversed(events):  # oldest first while grouping
         if ev.action == "manage":

@@ -16,6 +16,7 @@ from cloudfilm.http.problems import Problem
 from cloudfilm.http.security import ArchiveDep, client_address
 from cloudfilm.portal.api import verify_problem
 from cloudfilm.portal.notify import CODE_MESSAGE, make_notifier
+from cloudfilm.portal.persons import link_proven_phone
 from cloudfilm.portal.sessions import end_session, share_films, start_session
 from cloudfilm.portal.shares import open_share
 from cloudfilm.portal.verify import VerifyFailed, send_phone_code, verify_phone_code
@@ -78,6 +79,7 @@ def post_otp_verify(body: PhoneCodeIn, request: Request, archive: ArchiveDep) ->
         key = verify_phone_code(archive, body.phone, body.code, client_address(request))
     except VerifyFailed as exc:
         raise verify_problem(exc) from None
+    link_proven_phone(archive, body.phone, key)
     response = JSONResponse({"next": "/p/"})
     start_session(archive, request, response, "phone", key)
     return response

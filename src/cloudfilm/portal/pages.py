@@ -158,7 +158,8 @@ def films_page(request: Request, archive: ArchiveDep) -> Response:
                 {"film_id": film.film_id, "exam": exam["name"], "date": exam["date"],
                  "hospital": exam["hospital"]}
             )  # fmt: skip
-        return render(request, "portal/films.html", {"films": films, "csrf": view.csrf})
+        context = {"films": films, "csrf": view.csrf, "consent_link": view.kind == "phone"}
+        return render(request, "portal/films.html", context)
 
     return _handle(request, build)
 

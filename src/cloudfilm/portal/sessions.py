@@ -24,6 +24,7 @@ from cloudfilm.http.security import client_address
 from cloudfilm.portal import keys
 from cloudfilm.portal.films import aware
 from cloudfilm.portal.models import Film, PortalSession, Share, ShareFilm
+from cloudfilm.portal.persons import films_of_phone
 from cloudfilm.storage.models import utcnow
 
 if TYPE_CHECKING:
@@ -152,7 +153,7 @@ def load_session(archive: Archive, request: Request) -> SessionView | None:
         films = _films_where(archive, Film.film_id == row.subject)
         principal_id, scopes = row.subject, PATIENT_SCOPES
     elif row.kind == "phone":
-        films = _films_where(archive, Film.phone_key == row.subject)
+        films = _films_where(archive, films_of_phone(row.subject))
         principal_id, scopes = f"phone-{row.subject[:12]}", PATIENT_SCOPES
     else:
         with archive.db.read() as session:

@@ -23,13 +23,14 @@ def _portal_path(path: str) -> bool:
 
 
 def install_portal(app: FastAPI, archive: Archive, *, start_issuer: bool = True) -> None:
-    from cloudfilm.portal import api, login, pages
+    from cloudfilm.portal import api, consent_pages, login, pages
     from cloudfilm.portal.films import FilmIssuer
     from cloudfilm.portal.sessions import CookieSessionResolver
 
     app.include_router(login.router)  # /api/shares/open before /api/shares/{id}
     app.include_router(api.router)
     app.include_router(pages.router)
+    app.include_router(consent_pages.router)  # /c/{token}, /p/consent
     app.state.principal_resolvers.append(CookieSessionResolver(archive))
     app.add_middleware(PageHeaders, archive=archive, covers=_portal_path, csp=CSP)
     issuer = FilmIssuer(archive)

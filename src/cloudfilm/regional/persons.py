@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cloudfilm.access.keys import mac_hex
-from cloudfilm.regional.identifiers import NATIONAL_ID, Identifier
+from cloudfilm.regional.identifiers import NATIONAL_ID, PHONE, Identifier
 from cloudfilm.regional.models import LinkConflict, Person, PersonIdentifier, PersonLink
 from cloudfilm.storage.models import Patient
 
@@ -24,12 +24,20 @@ log = logging.getLogger(__name__)
 
 
 def value_key(secret: bytes, ident: Identifier) -> str:
+    """A phone's key is the portal's phone key (portal.keys.phone_key), so that an SMS login
+    session, which holds only that key, finds its person."""
+    if ident.kind == PHONE:
+        return mac_hex(secret, "phone", ident.value)
     return mac_hex(secret, "person", ident.kind, ident.value)
+
+
+def mac_check(secret: bytes, kind: str, last4: str) -> str:
+    return mac_hex(secret, "person-last4", kind, last4)
 
 
 def check_key(secret: bytes, ident: Identifier) -> str:
     """What the doctor-assisted consent compares: the value's last 4 characters."""
-    return mac_hex(secret, "person-last4", ident.kind, ident.value[-4:])
+    return mac_check(secret, ident.kind, ident.value[-4:])
 
 
 @dataclass(frozen=True)
@@ -154,3 +162,15 @@ def patients_of_person(session: Session, person_pk: int) -> list[int]:
             select(PersonLink.patient_pk).where(PersonLink.person_pk == person_pk)
         ).scalars()
     )
+
+
+def person_by_phone_key(session: Session, phone_key: str) -> int | None:
+    return session.execute(
+        select(PersonIdentifier.person_pk).where(
+            PersonIdentifier.kind == PHONE, PersonIdentifier.value_key == phone_key
+        )
+    ).scalar()
+
+
+def person_pk_of(session: Session, person_id: str) -> int | None:
+    return session.execute(select(Person.pk).where(Person.person_id == person_id)).scalar()
