@@ -37,6 +37,7 @@ class NavItem:
 NAV: tuple[NavItem, ...] = (
     NavItem("/console/worklist", "console.nav_worklist", "read"),
     NavItem("/console/desk", "console.nav_desk", "film"),
+    NavItem("/console/regional", "console.nav_regional", "read"),
     NavItem("/console/stats", "console.nav_stats", "read"),
     NavItem("/console/audit", "console.nav_audit", "admin"),
     NavItem("/console/admin/users", "console.nav_users", "admin", "admin"),

@@ -29,7 +29,12 @@ from cloudfilm.http.page_headers import PageHeaders
 from cloudfilm.http.templating import lang_of, t
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static" / "console"
-PAGES = ("cloudfilm.console.login", "cloudfilm.console.admin", "cloudfilm.console.data_pages")
+PAGES = (
+    "cloudfilm.console.login",
+    "cloudfilm.console.admin",
+    "cloudfilm.console.data_pages",
+    "cloudfilm.console.pages_regional",
+)
 """Modules with a ``router`` of console pages, included in this order."""
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
