@@ -43,6 +43,8 @@ from cloudfilm.portal.shares import (
 )
 from cloudfilm.portal.verify import VerifyFailed, verify_film
 from cloudfilm.portal.zipdl import stream_zip, study_entries
+from cloudfilm.regional import identifiers as ids
+from cloudfilm.regional.identifiers import Identifier
 
 router = APIRouter(prefix="/api", tags=["cloud film"])
 NO_STORE = {"Cache-Control": "no-store"}
@@ -71,6 +73,20 @@ def _cookie_write_check(request: Request, archive: Any, principal: Principal) ->
 # --- reports in ------------------------------------------------------------------------------
 
 
+def report_identifiers(values: dict[str, Any]) -> list[Identifier]:
+    """``national_id`` and ``insurance_card`` of a report: they link the patient record to a
+    person (regional sharing); a malformed one is refused rather than silently dropped."""
+    found = []
+    for kind, name in ((ids.NATIONAL_ID, "national_id"), (ids.INSURANCE, "insurance_card")):
+        value = values.get(name)
+        if value:
+            try:
+                found.append(ids.parse(kind, str(value)))
+            except ids.BadIdentifier as exc:
+                raise Problem(400, f"{name}: {exc}") from None
+    return found
+
+
 @router.post("/reports", status_code=201, summary="Send a report (JSON, or a PDF + its keys)")
 async def post_report(request: Request, archive: ArchiveDep, principal: PrincipalDep) -> Any:
     """JSON body with the report fields, or ``multipart/form-data`` with ``pdf`` (the virtual
@@ -88,6 +104,7 @@ async def post_report(request: Request, archive: ArchiveDep, principal: Principa
         if not isinstance(body, dict):
             raise Problem(400, "the body must be a JSON object")
         given, source = ReportFields.from_mapping(body), "json"
+        identifiers = report_identifiers(body)
     elif ctype == "multipart/form-data":
         # the context closes the spooled temporary file behind the upload, also on errors
         async with request.form(max_part_size=MAX_PDF_BYTES) as form:
@@ -96,6 +113,7 @@ async def post_report(request: Request, archive: ArchiveDep, principal: Principa
                 raise Problem(400, "multipart reports need a 'pdf' file part")
             pdf = await upload.read()
             values = {k: v for k, v in form.items() if isinstance(v, str)}
+        identifiers = report_identifiers(values)
         if not pdf.startswith(b"%PDF"):
             raise Problem(415, "the 'pdf' part is not a PDF")
         try:
@@ -106,7 +124,10 @@ async def post_report(request: Request, archive: ArchiveDep, principal: Principa
     else:
         raise Problem(415, "send application/json or multipart/form-data with a 'pdf' part")
     try:
-        row = save_report(archive, given, source=source, hospital=principal.hospital, pdf=pdf)
+        row = save_report(
+            archive, given, source=source, hospital=principal.hospital, pdf=pdf,
+            identifiers=identifiers,
+        )  # fmt: skip
     except ReportError as exc:
         raise Problem(422, str(exc)) from None
     issuer = getattr(request.app.state, "film_issuer", None)

@@ -59,6 +59,9 @@ class Report(Base):
     source_sop_uid: Mapped[str | None] = mapped_column(String(64), unique=True, nullable=True)
     pdf_key: Mapped[str | None] = mapped_column(String(256), nullable=True)
     """Blob key of the original PDF bytes, untouched."""
+    person_keys: Mapped[str] = mapped_column(Text, default="")
+    """The patient's identifiers the report gave (national ID, insurance card), keyed as the
+    person index keeps them (regional.persons.Keyed, JSON): linked once the study is matched."""
     version: Mapped[int] = mapped_column(Integer, default=1)
     current: Mapped[bool] = mapped_column(Boolean, default=True, index=True)
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -3,15 +3,19 @@ patient records to one person, and that person's films of every hospital join th
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
+from dataclasses import astuple
 from typing import TYPE_CHECKING
 
 from sqlalchemy import ColumnElement, or_, select
+from sqlalchemy.orm import Session
 
-from cloudfilm.portal.models import Film
-from cloudfilm.regional.identifiers import BadIdentifier
+from cloudfilm.portal.models import Film, Report
+from cloudfilm.regional.identifiers import BadIdentifier, Identifier
 from cloudfilm.regional.identifiers import phone as phone_identifier
 from cloudfilm.regional.models import PersonIdentifier, PersonLink
-from cloudfilm.regional.persons import link_patient
+from cloudfilm.regional.persons import Keyed, keyed, link_keyed, link_patient
 from cloudfilm.storage.models import Patient, Study
 
 if TYPE_CHECKING:
@@ -51,3 +55,25 @@ def films_of_phone(phone_key: str) -> ColumnElement[bool]:
         .where(PersonLink.person_pk == person)
     )
     return or_(Film.phone_key == phone_key, Film.study_uid.in_(studies))
+
+
+def keys_json(secret: bytes, identifiers: Sequence[Identifier]) -> str:
+    """A report's identifiers as the index keeps them: no plaintext ID number is stored."""
+    if not identifiers:
+        return ""
+    return json.dumps([list(astuple(keyed(secret, i))) for i in identifiers])
+
+
+def link_report(session: Session, report: Report) -> None:
+    """A matched report's identifiers link its study's patient record to a person."""
+    if not report.person_keys or not report.study_uid:
+        return
+    patient = session.execute(
+        select(Patient)
+        .join(Study, Study.patient_pk == Patient.pk)
+        .where(Study.study_uid == report.study_uid)
+    ).scalar_one_or_none()
+    if patient is None:
+        return
+    held = [Keyed(*item) for item in json.loads(report.person_keys)]
+    link_keyed(session, patient, held, source="report")

@@ -16,6 +16,7 @@ import io
 import logging
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -25,6 +26,8 @@ from sqlalchemy.exc import IntegrityError
 
 from cloudfilm.portal.keys import new_id
 from cloudfilm.portal.models import Report
+from cloudfilm.portal.persons import keys_json, link_report
+from cloudfilm.regional.identifiers import Identifier
 from cloudfilm.storage.models import IndexState, Instance, Patient, Series, Study, utcnow
 
 if TYPE_CHECKING:
@@ -228,6 +231,7 @@ def save_report(
     hospital: int,
     pdf: bytes | None = None,
     source_sop_uid: str | None = None,
+    identifiers: Sequence[Identifier] = (),
 ) -> Report:
     """Store a report of ``hospital`` (new, or a new version of one with the same keys) and
     match it to that hospital's study: an accession number means nothing across hospitals."""
@@ -278,7 +282,10 @@ def save_report(
             **{n: getattr(given, n)[: _limit(n)] for n in ReportFields.names() if n != "study_uid"},
         )
         row.study_uid = matched
+        row.person_keys = keys_json(archive.secret, identifiers)
         session.add(row)
+        if matched:
+            link_report(session, row)
         rekeyed = False
         if matched and version > 1:
             from cloudfilm.portal.films import follow_phone_correction  # films imports us
@@ -357,6 +364,7 @@ def match_waiting(archive: Archive) -> int:
             if uid:
                 row.study_uid = uid
                 found += 1
+                link_report(session, row)
                 older = session.execute(
                     select(Report).where(
                         Report.study_uid == uid, Report.current.is_(True), Report.pk != row.pk

@@ -57,6 +57,20 @@ def find_person(session: Session, secret: bytes, ident: Identifier) -> int | Non
     ).scalar()
 
 
+@dataclass(frozen=True)
+class Keyed:
+    """An identifier as the index keeps it (no plaintext): what a waiting report holds."""
+
+    kind: str
+    value_key: str
+    masked: str
+    check: str
+
+
+def keyed(secret: bytes, ident: Identifier) -> Keyed:
+    return Keyed(ident.kind, value_key(secret, ident), ident.masked, check_key(secret, ident))
+
+
 def link_patient(
     session: Session,
     secret: bytes,
@@ -66,12 +80,18 @@ def link_patient(
     source: str,
 ) -> LinkOutcome:
     """Link ``patient`` to the person its identifiers name (made when none exists yet)."""
+    return link_keyed(session, patient, [keyed(secret, i) for i in identifiers], source=source)
+
+
+def link_keyed(
+    session: Session, patient: Patient, identifiers: list[Keyed], *, source: str
+) -> LinkOutcome:
     if not identifiers:
         return LinkOutcome("none")
     current = session.execute(
         select(PersonLink).where(PersonLink.patient_pk == patient.pk)
     ).scalar_one_or_none()
-    named = {ident: find_person(session, secret, ident) for ident in identifiers}
+    named = {ident: _holder(session, ident) for ident in identifiers}
     persons = {p for p in named.values() if p is not None}
     if current is not None:
         persons.add(current.person_pk)
@@ -97,9 +117,9 @@ def link_patient(
                 PersonIdentifier(
                     person_pk=person_pk,
                     kind=ident.kind,
-                    value_key=value_key(secret, ident),
+                    value_key=ident.value_key,
                     masked=ident.masked,
-                    check=check_key(secret, ident),
+                    check=ident.check,
                     source=source[:64],
                 )
             )
@@ -116,6 +136,14 @@ def link_patient(
         changed = True
     session.flush()
     return LinkOutcome("linked" if changed else "unchanged", person_pk)
+
+
+def _holder(session: Session, ident: Keyed) -> int | None:
+    return session.execute(
+        select(PersonIdentifier.person_pk).where(
+            PersonIdentifier.kind == ident.kind, PersonIdentifier.value_key == ident.value_key
+        )
+    ).scalar()
 
 
 def _national_ids(session: Session, person_pk: int) -> list[str]:

@@ -20,6 +20,7 @@ from sqlalchemy import select, update
 
 from cloudfilm.accounts.hospitals import create_hospital
 from cloudfilm.archive import Archive
+from cloudfilm.portal.models import Report
 from cloudfilm.regional.models import ConsentGrant
 from cloudfilm.storage.models import Instance, Series, Study, utcnow
 from tests.console.conftest import Console, hidden
@@ -233,3 +234,36 @@ def test_bad_id_numbers_are_refused_and_unknown_persons_told_so(world: World) ->
     # another hospital's doctor without a grant: the person's count only, no exams listed
     page = world.doctor.get(f"/console/regional?person={world.person()}")
     assert "cf-rg-exams" not in page.text
+
+
+def test_a_reports_id_number_links_its_record_even_when_it_comes_first(world: World) -> None:
+    archive, portal = world.archive, world.portal
+    bad = portal.hospital.post(
+        "/api/reports", json={"accession_number": "R-1", "national_id": "110105194912310021"}
+    )
+    assert bad.status_code == 400 and "check character" in bad.text
+    # the report first (waiting for its images), with Q's ID number; the images carry none
+    r = portal.hospital.post(
+        "/api/reports",
+        json={"accession_number": "R-2", "national_id": ID_Q, "exam_name": "头颅CT"},
+    )
+    assert r.status_code == 201 and r.json()["matched_study_uid"] is None
+    study_uid, series_uid = generate_uid(), generate_uid()
+    ds = make_dataset(study_uid=study_uid, series_uid=series_uid, patient_id="A-NOID",
+                      accession="R-2")  # fmt: skip
+    archive.ingest(to_bytes(ds), hospital=1)
+    from cloudfilm.portal.reports import match_waiting
+
+    assert match_waiting(archive) == 1
+    with archive.db.read() as s:
+        keys = s.execute(select(Report.person_keys).where(Report.accession_number == "R-2"))
+        assert ID_Q not in keys.scalar()  # kept keyed, never as the number itself
+    # the record is now Q's: the same person as Q's other study at A
+    page = world.doctor.get(f"/console/regional?person={person_of(world, ID_Q)}")
+    assert 'data-elsewhere="2"' in page.text
+
+
+def person_of(world: World, national_id: str) -> str:
+    r = world.find(national_id)
+    assert r.status_code == 303, r.text
+    return r.headers["location"].split("person=")[1]

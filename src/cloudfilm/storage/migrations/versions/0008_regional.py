@@ -157,6 +157,10 @@ def upgrade() -> None:
     op.create_index(
         "ix_regional_index_changes_hospital_pk", "regional_index_changes", ["hospital_pk"]
     )
+    op.add_column(
+        "portal_reports",
+        sa.Column("person_keys", sa.Text(), nullable=False, server_default=""),
+    )
     # Not a batch (table copy) on SQLite: the copy would lose 0005's expression indexes.
     op.add_column("studies", sa.Column("index_id", sa.String(32), nullable=True))
     op.create_index("ix_studies_index_id", "studies", ["index_id"], unique=True)
@@ -203,6 +207,7 @@ def _number_existing_studies() -> None:
 
 
 def downgrade() -> None:
+    op.drop_column("portal_reports", "person_keys")
     op.drop_index("ix_studies_index_id", "studies")
     op.drop_column("studies", "index_id")
     for table in (
