@@ -136,6 +136,20 @@ class Settings(BaseSettings):
     http_workers: int = 0
     """HTTP server processes sharing the listening socket (0: one per core, at most 8)."""
 
+    # The imaging index feed (cloudfilm.regional.feed, .webhook; docs/regional.md).
+    index_id_system: str = "urn:cloudfilm:imaging-index-id"
+    """The FHIR identifier system of imaging index IDs (set the regional platform's own URI)."""
+    index_webhook_url: str | None = None
+    """The regional platform's receiver: each page of the feed is POSTed there, in order,
+    until it answers 2xx (None: no push; the platform reads GET /api/index/records)."""
+    index_webhook_secret: str | None = None
+    """Signs each push: ``X-Cloudfilm-Signature: sha256=<HMAC-SHA256 of "<timestamp>.<body>">``."""
+    index_webhook_format: Literal["json", "fhir"] = "json"
+    index_webhook_batch: int = 100
+    """Changes per push."""
+    index_webhook_retry_seconds: float = 2.0
+    """Back-off after the first failed push; doubled per failure up to 10 minutes, jittered."""
+
     @classmethod
     def settings_customise_sources(
         cls,

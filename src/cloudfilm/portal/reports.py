@@ -27,6 +27,7 @@ from sqlalchemy.exc import IntegrityError
 from cloudfilm.portal.keys import new_id
 from cloudfilm.portal.models import Report
 from cloudfilm.portal.persons import keys_json, link_report
+from cloudfilm.regional.feed import note_report
 from cloudfilm.regional.identifiers import Identifier
 from cloudfilm.storage.models import IndexState, Instance, Patient, Series, Study, utcnow
 
@@ -286,6 +287,8 @@ def save_report(
         session.add(row)
         if matched:
             link_report(session, row)
+        if matched:
+            note_report(session, matched)  # the study changed: the index feed says so
         rekeyed = False
         if matched and version > 1:
             from cloudfilm.portal.films import follow_phone_correction  # films imports us
@@ -365,6 +368,7 @@ def match_waiting(archive: Archive) -> int:
                 row.study_uid = uid
                 found += 1
                 link_report(session, row)
+                note_report(session, uid)  # the study changed: the index feed says so
                 older = session.execute(
                     select(Report).where(
                         Report.study_uid == uid, Report.current.is_(True), Report.pk != row.pk
@@ -512,4 +516,5 @@ def study_summary(archive: Archive, study_uid: str) -> dict[str, str]:
             "body_part": body[0] if body else "",
             "num_instances": str(study.num_instances),
             "num_series": str(study.num_series),
+            "index_id": study.index_id or "",
         }

@@ -15,6 +15,14 @@ if TYPE_CHECKING:
 
 def install_regional(app: FastAPI, archive: Archive, *, background: bool = True) -> None:
     """``background``: start the workers (the index feed's webhook push) in this process."""
-    routers: list = []
+    from cloudfilm.regional import feed_web, iid
+
+    routers: list = [feed_web.router, iid.router]
     for router in routers:
         app.include_router(router)
+    app.state.index_pusher = None
+    if background and archive.settings.index_webhook_url:
+        from cloudfilm.regional.webhook import IndexPusher
+
+        app.state.index_pusher = IndexPusher(archive)  # serve only: workers pass False
+        app.state.index_pusher.start()
