@@ -19,6 +19,7 @@ from sqlalchemy import select
 
 from cloudfilm.access import Action, Decision, Principal
 from cloudfilm.portal.models import Film, Report
+from cloudfilm.regional.index_id import valid_index_id
 from cloudfilm.storage.models import Study
 from cloudfilm.storage.query import Query, QueryError, run_query
 
@@ -78,6 +79,12 @@ def name_pattern(text: str) -> str:
     return re.sub(r"\s+", "^", name) + "*"
 
 
+def _index_id(text: str) -> str:
+    """The imaging index ID in ``text`` (spaces and dashes dropped, ``x`` as ``X``), or ''."""
+    value = re.sub(r"[\s-]", "", text or "").upper()
+    return value if valid_index_id(value) else ""
+
+
 @dataclass(frozen=True)
 class WorklistFilter:
     """The search form. Empty fields match everything."""
@@ -93,8 +100,14 @@ class WorklistFilter:
     """Operators may narrow to one hospital; ignored for a hospital's users (theirs only)."""
 
     def keys(self) -> dict[str, str]:
-        """The matching keys of the engine (DICOM string forms)."""
+        """The matching keys of the engine (DICOM string forms). An imaging index ID pasted in
+        any of the text boxes (its check character makes a chance match unlikely) finds its
+        study, whichever box it went into."""
         keys: dict[str, str] = {}
+        pasted = [v for v in (self.name, self.patient_id, self.accession) if _index_id(v)]
+        if pasted:
+            keys["IndexID"] = _index_id(pasted[0])
+            return keys
         name = name_pattern(self.name)
         if name:
             keys["PatientName"] = name

@@ -17,6 +17,7 @@ from cloudfilm.access import Action
 from cloudfilm.dicomweb.json import element, resolve_attribute, vr_of
 from cloudfilm.dicomweb.negotiate import choose_simple
 from cloudfilm.dicomweb.resources import base_url
+from cloudfilm.dicomweb.stow import PRIVATE_CREATOR
 from cloudfilm.dicomweb.wado import JSON_TYPES, UID
 from cloudfilm.http.caching import REVALIDATE, make_etag, not_modified
 from cloudfilm.http.params import INDEX_INT_MAX
@@ -62,6 +63,11 @@ _NOT_AT_SERIES = frozenset(
 _NOT_AT_STUDY = _NOT_AT_SERIES | {"0020000E", "00200011", "00080060", "0008103E", "00080021",
                                   "00080031", "00180015"}  # fmt: skip
 
+_INDEX_ID_NAMES = ("indexid", "00091002")
+"""The imaging index ID as a query key: ``IndexID=`` (our extension; no DICOM attribute holds
+it) or its private tag. Returned in study results as (0009,1002) of the private block
+(0009,0010) "CLOUDFILM 1.0" (see stow.stored_sha256 for (0009,1001))."""
+_INDEX_ID = re.compile(r"^[0-9X*?]{1,27}(\\[0-9X*?]{1,27})*$")
 _DA = re.compile(r"^(\d{8})?(-(\d{8})?)?$")
 _TM = re.compile(r"^(\d{2,6}(\.\d{1,6})?)?(-(\d{2,6}(\.\d{1,6})?)?)?$")
 
@@ -125,6 +131,8 @@ def _parse(request: Request, level: Level) -> tuple[Query, list[str], bool, list
                 if field.lower() == "all":
                     include_all = True
                     continue
+                if field.lower() in _INDEX_ID_NAMES:
+                    continue  # always returned at the study level
                 resolved = resolve_attribute(field)
                 if resolved is None:
                     if "." in field:
@@ -132,6 +140,11 @@ def _parse(request: Request, level: Level) -> tuple[Query, list[str], bool, list
                         continue
                     raise Problem(400, f"unknown attribute in includefield: {field!r}")
                 include.append(resolved[0])
+        elif lname in _INDEX_ID_NAMES:
+            ids = value.replace(",", "\\")
+            if not _INDEX_ID.match(ids):
+                raise Problem(400, f"invalid imaging index ID: {value!r} (27 characters)")
+            keys["IndexID"] = ids
         else:
             resolved = resolve_attribute(name)
             if resolved is None:
@@ -205,18 +218,30 @@ def _result(
             out[tag] = value
         elif kw not in _OPTIONAL_IF_PRESENT:
             out[tag] = {"vr": vr_of(kw)}
+    ours = level == "STUDY" and bool(row.get("IndexID"))
+    if ours:
+        out.update(_index_id_block(str(row["IndexID"])))
     if not include_all:
-        return out  # the plan is in tag order already
+        return dict(sorted(out.items())) if ours else out  # the plan is in tag order
     skip = _NOT_AT_STUDY if level == "STUDY" else _NOT_AT_SERIES if level == "SERIES" else ()
     for tag, elem in meta.items():
         if (
             tag not in out
             and tag[:4] not in ("0002", "0028", "0088", "7FE0")
             and tag not in skip
+            and not (ours and tag.startswith("000910"))  # another creator's block 10 clashes
             and _meta_value(meta, tag)
         ):
             out[tag] = elem
     return dict(sorted(out.items()))
+
+
+def _index_id_block(index_id: str) -> dict[str, Any]:
+    """(0009,0010) "CLOUDFILM 1.0" with (0009,1002) the imaging index ID."""
+    return {
+        "00090010": {"vr": "LO", "Value": [PRIVATE_CREATOR]},
+        "00091002": {"vr": "LO", "Value": [index_id]},
+    }
 
 
 def search(

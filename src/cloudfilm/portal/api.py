@@ -32,6 +32,7 @@ from cloudfilm.portal.reports import (
     fields_from_text,
     pdf_text,
     save_report,
+    study_summary,
 )
 from cloudfilm.portal.sessions import load_session, require_csrf, start_session
 from cloudfilm.portal.shares import (
@@ -200,7 +201,8 @@ def film_printable(film_id: str, archive: ArchiveDep, principal: PrincipalDep) -
         raise Problem(404, "the study has no report")
     link = films_mod.film_link(archive, film)
     name = films_mod.hospital_name(archive, film.hospital_pk)
-    pdf = report_pdf(report, name, link=link.link, code=link.code)
+    index_id = study_summary(archive, film.study_uid).get("index_id", "")
+    pdf = report_pdf(report, name, link=link.link, code=link.code, index_id=index_id)
     return Response(pdf, media_type="application/pdf", headers=NO_STORE)
 
 
@@ -216,7 +218,10 @@ def film_report_pdf(film_id: str, archive: ArchiveDep, principal: PrincipalDep) 
     if report.pdf_key:
         body = archive.blobs.get(report.pdf_key)
     else:
-        body = report_pdf(report, films_mod.hospital_name(archive, film.hospital_pk))
+        index_id = study_summary(archive, film.study_uid).get("index_id", "")
+        body = report_pdf(
+            report, films_mod.hospital_name(archive, film.hospital_pk), index_id=index_id
+        )
     headers = {"Cache-Control": "private, no-store", "Content-Disposition": "inline"}
     return Response(body, media_type="application/pdf", headers=headers)
 

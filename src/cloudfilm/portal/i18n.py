@@ -34,6 +34,7 @@ TEXTS: dict[str, tuple[str, str]] = {
     "impression": ("印象", "Impression"),
     "doctors": ("报告医生 / 审核医生", "Reported / reviewed by"),
     "images": ("影像", "Images"),
+    "index_id": ("影像索引号", "Imaging index ID"),
     "n_images": ("{series} 个序列，{instances} 幅图像", "{series} series, {instances} images"),
     "view_report": ("查看原始报告", "Original report"),
     "view_images": ("查看影像", "View images"),

@@ -142,6 +142,7 @@ def _exam(archive: Any, study_uid: str, r: Any) -> dict[str, str]:
         "body_part": (r.body_part if r else "") or facts.get("body_part", ""),
         "series": facts.get("num_series", "0"),
         "instances": facts.get("num_instances", "0"),
+        "index_id": facts.get("index_id", ""),
     }
 
 

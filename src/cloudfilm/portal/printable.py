@@ -65,9 +65,15 @@ def _p(text: str, style: ParagraphStyle = _BODY) -> Paragraph:
 
 
 def report_pdf(
-    report: Report, hospital: str, *, link: str | None = None, code: str | None = None
+    report: Report,
+    hospital: str,
+    *,
+    link: str | None = None,
+    code: str | None = None,
+    index_id: str = "",
 ) -> bytes:
-    """The report as a PDF; with ``link`` and ``code``, the QR block for the patient."""
+    """The report as a PDF; with ``link`` and ``code``, the QR block for the patient.
+    ``index_id``: the study's imaging index ID, which another hospital finds the exam by."""
     buf = io.BytesIO()
     doc = SimpleDocTemplate(
         buf, pagesize=A4, leftMargin=18 * mm, rightMargin=18 * mm, topMargin=15 * mm,
@@ -88,6 +94,8 @@ def report_pdf(
     table = Table([[_p(c) for c in row] for row in info], colWidths=[43 * mm] * 4)
     table.setStyle(TableStyle([("LINEBELOW", (0, -1), (-1, -1), 0.6, "black")]))
     story += [table, _p("检查部位: " + report.body_part, _HEAD)]
+    if index_id:
+        story.append(_p("影像索引号: " + index_id))
     story += [_p("检查所见:", _HEAD), _p(report.findings or "—")]
     story += [_p("印象:", _HEAD), _p(report.impression or "—"), Spacer(1, 6 * mm)]
     story.append(_p(f"报告医生: {report.reporting_doctor}    审核医生: {report.reviewing_doctor}"))

@@ -42,6 +42,7 @@ _STUDY = {
     "ModalitiesInStudy": (Study.modalities, "modalities"),
     "NumberOfStudyRelatedSeries": (Study.num_series, "int"),
     "NumberOfStudyRelatedInstances": (Study.num_instances, "int"),
+    "IndexID": (Study.index_id, "text"),  # not DICOM: the imaging index ID (regional.index_id)
 }
 _SERIES = {
     "SeriesInstanceUID": (Series.series_uid, "uid"),
