@@ -90,6 +90,8 @@ def _desk(
         shares=shares,
         max_days=MAX_DAYS,
         assisted_name=f"{view.principal.name} ({view.principal.id})",
+        can_link=bool({"consent", "admin"} & view.principal.scopes),
+        link_done=request.query_params.get("done", "") if done is None else "",
     )
     return render_console(request, view, "console/desk.html", context, status=status)
 

@@ -30,9 +30,9 @@ from cloudfilm.portal.verify import VerifyFailed, checked
 from cloudfilm.regional import consent, lookup
 from cloudfilm.regional import identifiers as ids
 from cloudfilm.regional.grants import active_grants
-from cloudfilm.regional.models import ConsentRequest, PersonIdentifier, PersonLink
-from cloudfilm.regional.persons import person_pk_of, value_key
-from cloudfilm.storage.models import Study
+from cloudfilm.regional.models import ConsentRequest, LinkConflict, PersonIdentifier, PersonLink
+from cloudfilm.regional.persons import link_patient, person_pk_of, value_key
+from cloudfilm.storage.models import Patient, Study
 
 router = APIRouter(include_in_schema=False)
 PATH = "/console/regional"
@@ -113,9 +113,11 @@ def _page(request: Request, view: ConsoleView, person_id: str, *, status: int = 
     archive = archive_of(request)
     context: dict[str, Any] = {
         "found": None, "requests": [], "exams": [], "grants": [], "done": "", "similar": [],
-        "prior": "", "max_days": consent.MAX_DAYS, **extra,
+        "prior": "", "max_days": consent.MAX_DAYS, "conflicts": [], **extra,
     }  # fmt: skip
     if not person_id:
+        if {"consent", "admin"} & view.principal.scopes:
+            context["conflicts"] = open_conflicts(archive, view.principal.hospital)
         return render_console(request, view, "console/regional.html", context, status=status)
     hospital = view.principal.hospital
     with archive.db.read() as session:
@@ -382,3 +384,73 @@ def enter_code(
                      message_kind="error")  # fmt: skip
     _audit(request, view, row.person_pk, "consent", f"code confirmed: {row.request_id}")
     return RedirectResponse(link(PATH, {"person": person, "done": "granted"}), status_code=303)
+
+
+# --- a hospital user links a record, and sees the refused links --------------------------------
+
+LINK_TEXTS = {
+    "console_rg_link": ("关联身份证号 / 医保卡号", "Link an ID number or insurance card"),
+    "console_rg_link_hint": (
+        "核对患者证件后填写：该患者在各医院的检查将归于同一人（查看仍需患者授权）。",
+        "After checking the patient's card: their exams at every hospital become one person's "
+        "(seeing them still needs the patient's consent).",
+    ),
+    "console_rg_linked": ("已关联。", "Linked."),
+    "console_rg_conflict": (
+        "未关联：该证件号已属于另一人，已记录待核查。",
+        "Not linked: this number belongs to another person; recorded for review.",
+    ),
+    "console_rg_conflicts": ("待核查的身份冲突", "Identity conflicts to review"),
+    "console_rg_badid": (
+        "证件号码不正确（位数或校验位）。",
+        "That number is not valid (length or check digit).",
+    ),
+}
+add_texts(LINK_TEXTS)
+
+
+@router.post(f"{PATH}/link")
+def link_record(
+    request: Request, csrf: Field = "", study: Field = "", kind: Field = "", value: Field = ""
+) -> Response:
+    """The film desk links the study's patient record after checking the card in person."""
+    view = _view(request, csrf)
+    archive = archive_of(request)
+    uid = study.strip()
+    if not uid or len(uid) > 64:
+        raise ConsoleRefused(404, "console.err_not_found", view)
+    try:
+        archive.authorize(view.principal, Action.CONSENT, uid, detail="link person")
+    except AccessDenied:
+        raise ConsoleRefused(403, "console.err_hospital", view) from None
+    if kind not in (ids.NATIONAL_ID, ids.INSURANCE):
+        raise ConsoleRefused(404, "console.err_not_found", view)
+    try:
+        ident = ids.parse(kind, value)
+    except ids.BadIdentifier:
+        return RedirectResponse(link("/console/desk", {"study": uid, "done": "badid"}), 303)
+    with archive.db.write() as session:
+        patient = session.execute(
+            select(Patient).join(Study, Study.patient_pk == Patient.pk).where(
+                Study.study_uid == uid
+            )
+        ).scalar_one()  # fmt: skip
+        outcome = link_patient(
+            session, archive.secret, patient, [ident], source=f"user:{view.principal.id}"
+        )
+    _audit(request, view, outcome.person_pk or 0, "link",
+           f"study {uid}: {kind} {ident.masked}: {outcome.status}")  # fmt: skip
+    done = "conflict" if outcome.status == "conflict" else "linked"
+    return RedirectResponse(link("/console/desk", {"study": uid, "done": done}), status_code=303)
+
+
+def open_conflicts(archive: Any, hospital: int | None) -> list[LinkConflict]:
+    with archive.db.read() as session:
+        return list(
+            session.execute(
+                select(LinkConflict)
+                .where(LinkConflict.hospital_pk == hospital, LinkConflict.resolved_at.is_(None))
+                .order_by(LinkConflict.pk.desc())
+                .limit(100)
+            ).scalars()
+        )

@@ -267,3 +267,28 @@ def person_of(world: World, national_id: str) -> str:
     r = world.find(national_id)
     assert r.status_code == 303, r.text
     return r.headers["location"].split("person=")[1]
+
+
+def test_the_film_desk_links_a_record_and_sees_refused_links(world: World) -> None:
+    archive, console = world.archive, world.console
+    console.user("desk_a", role="filmdesk", hospital="a", display_name="窗口")
+    desk = console.logged_in("desk_a", client_ip="10.1.0.2")
+    noid = ingest_study(archive, 1, ID_P, accession="L-1")  # has P's ID already
+    plain = generate_uid()
+    archive.ingest(to_bytes(make_dataset(study_uid=plain, patient_id="A-PLAIN",
+                                         accession="L-2")), hospital=1)  # fmt: skip
+    csrf = hidden(desk.get(f"/console/desk?study={plain}").text, "csrf")
+
+    def post(study: str, value: str) -> Any:
+        data = {"csrf": csrf, "study": study, "kind": "national_id", "value": value}
+        return desk.post("/console/regional/link", data=data, follow_redirects=False)
+
+    assert "done=badid" in post(plain, "110105194912310021").headers["location"]
+    assert "done=linked" in post(plain, ID_Q).headers["location"]
+    # the record with P's number cannot become Q's as well: refused, listed for review
+    assert "done=conflict" in post(noid, ID_Q).headers["location"]
+    assert "cf-rg-conflicts" in desk.get("/console/regional").text
+    # a clinician may not link, and B's desk may not touch A's record
+    r = world.doctor.post("/console/regional/link", data={
+        "csrf": world.csrf(), "study": plain, "kind": "national_id", "value": ID_Q})  # fmt: skip
+    assert r.status_code == 403
