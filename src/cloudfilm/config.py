@@ -150,6 +150,14 @@ class Settings(BaseSettings):
     index_webhook_retry_seconds: float = 2.0
     """Back-off after the first failed push; doubled per failure up to 10 minutes, jittered."""
 
+    # The similar-exam warning (cloudfilm.regional.similar; docs/regional.md).
+    similar_exam_days: dict[str, int] = Field(
+        default_factory=lambda: {"CT": 30, "MR": 30, "DX": 14}
+    )
+    """Days back the similar-exam warning looks, per modality (regional.similar): CR, DR and DX
+    are one family, so any of them sets radiography's; ``"*"`` sets every other modality's
+    (default 30). Keys not given keep their defaults."""
+
     @classmethod
     def settings_customise_sources(
         cls,

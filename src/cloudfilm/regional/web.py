@@ -15,9 +15,9 @@ if TYPE_CHECKING:
 
 def install_regional(app: FastAPI, archive: Archive, *, background: bool = True) -> None:
     """``background``: start the workers (the index feed's webhook push) in this process."""
-    from cloudfilm.regional import feed_web, iid
+    from cloudfilm.regional import feed_web, iid, similar_api
 
-    routers: list = [feed_web.router, iid.router]
+    routers: list = [feed_web.router, iid.router, similar_api.router]
     for router in routers:
         app.include_router(router)
     app.state.index_pusher = None
