@@ -410,3 +410,59 @@ def test_webhook_delivers_in_order_through_failures_and_restarts(
     assert [r["study_uid"] for r in after_restart] == later  # not everything again
     stop(archive, app)
     stop(archive2, app2)
+
+
+# --- PostgreSQL: numbers are handed out at insert, commits come in any order -----------------
+
+
+@pytest.fixture
+def pg_archive(tmp_path: Path) -> Iterator[Archive]:
+    """PostgreSQL only: SQLite serialises writers, so its changes commit in number order."""
+    from tests.conftest import _pg_database
+
+    urls = _pg_database()
+    archive = Archive(Settings(data_dir=tmp_path / "data", database_url=next(urls)))
+    yield archive
+    archive.close()
+    urls.close()
+
+
+def test_a_page_waits_for_a_change_that_may_still_commit(
+    pg_archive: Archive, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy.orm import Session
+
+    from cloudfilm.regional import feed
+    from cloudfilm.regional.models import IndexChange
+
+    archive = pg_archive
+    monkeypatch.setattr(feed, "SETTLE_SECONDS", 2.0)
+    first = ingest_study(archive, 1)
+
+    def page(after: int) -> feed.FeedPage:
+        with archive.db.read() as session:
+            return feed.feed_page(session, after, 100)
+
+    cursor = page(0).after
+    with archive.db.read() as session:
+        first_pk = session.execute(select(Study.pk).where(Study.study_uid == first)).scalar_one()
+    for outcome in ("commit", "rollback"):
+        # a slow transaction takes the next number and has not committed yet ...
+        slow = Session(archive.db.engine)
+        slow.add(IndexChange(study_pk=first_pk, hospital_pk=1, kind="report"))
+        slow.flush()
+        # ... while a new study's change, numbered after it, commits
+        late = ingest_study(archive, 1)
+        held = page(cursor)
+        assert held.records == [] and held.after == cursor  # the cursor does not pass the hole
+        getattr(slow, outcome)()
+        slow.close()
+        if outcome == "commit":
+            got = page(cursor)
+            assert [r.study_uid for r in got.records] == [first, late]
+        else:  # the hole stays: passed once the change after it is old enough
+            assert page(cursor).records == []
+            time.sleep(2.2)
+            got = page(cursor)
+            assert [r.study_uid for r in got.records] == [late]
+        cursor = got.after
