@@ -7,6 +7,7 @@ Other Patient ID whose issuer is 身份证. Study dates are set relative to toda
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -18,6 +19,7 @@ from sqlalchemy import select
 
 from cloudfilm.access.tokens import create_token
 from cloudfilm.accounts.hospitals import create_hospital
+from cloudfilm.accounts.models import Hospital
 from cloudfilm.archive import Archive
 from cloudfilm.portal.reports import ReportFields, save_report
 from cloudfilm.regional import identifiers as ids
@@ -26,6 +28,7 @@ from cloudfilm.regional.bodyparts import BY_TERM, REGIONS, regions_of
 from cloudfilm.regional.similar import AmbiguousPerson, parse_exam, similar_exams
 from cloudfilm.storage.models import AuditEvent, Study
 from tests.conftest import ServerProcess
+from tests.console.conftest import Console, console  # noqa: F401  (the console fixture)
 from tests.factory import make_dataset, to_bytes
 
 ID_A = "11010519491231002X"  # the GB 11643 standard's own example
@@ -242,3 +245,44 @@ def test_the_his_asks_over_http_with_its_hospitals_token(
     assert "1 found, 1 at other hospitals" in first.detail
     assert "national_id 1101**********002X" in first.detail and ID_A not in first.detail
     assert "0 found" in rows[2].detail
+
+
+def test_the_console_shows_the_warning_when_a_clinician_opens_one_patient(
+    console: Console,  # noqa: F811
+) -> None:
+    archive, a, b = console.archive, console.hospital_a, console.hospital_b
+    chest = exam(archive, a, days_ago=10)
+    save_report(
+        archive,
+        ReportFields(study_uid=chest, exam_name="胸部CT平扫", findings="右肺上叶结节"),
+        source="json",
+        hospital=a,
+    )
+    exam(archive, a, days_ago=40, modality="CT", body_part="HEAD")  # outside its window
+    exam(archive, b, days_ago=0, body_part="HEAD", patient_id="B-77")  # the same person at B
+    exam(archive, b, days_ago=0, body_part="HEAD", patient_id="B-99", national_id=ID_B)
+    archive.ingest(to_bytes(make_dataset(patient_id="B-00")), hospital=b)  # nobody's
+    console.user("doc-b", role="clinician", hospital="b")
+    doc = console.logged_in("doc-b")
+    with archive.db.read() as s:
+        index_id = s.execute(select(Study.index_id).where(Study.study_uid == chest)).scalar()
+        a_name = s.execute(select(Hospital.name).where(Hospital.pk == a)).scalar() or "default"
+
+    page = doc.get("/console/worklist", params={"pid": "B-77"})
+    assert page.status_code == 200
+    banner = page.text.split('id="cf-similar"', 1)[1].split("</div>", 1)[0]
+    assert "该患者近期在其他医院有 1 项检查" in banner
+    assert f"{day(10)[:4]}-{day(10)[4:6]}-{day(10)[6:]}" in banner and "10 天前" in banner
+    assert a_name in banner and "CT 胸部" in banner and index_id in banner
+    person = re.search(r'href="/console/regional\?person=([0-9a-f]+)"', banner)
+    assert person is not None
+    assert "右肺" not in page.text and chest not in page.text  # no report text, no study
+    en = doc.get("/console/worklist", params={"pid": "B-77", "lang": "en"}).text
+    assert "this patient had 1 exam(s) at other hospitals" in en and "CT Chest" in en
+
+    # not one linked person: no banner
+    for pid in ("B-99", "B-00", ""):
+        assert 'id="cf-similar"' not in doc.get("/console/worklist", params={"pid": pid}).text
+    archive.audit.flush()
+    rows = [e for e in _audit_rows(archive, "user:doc-b") if "similar-exam banner" in e.detail]
+    assert len(rows) == 2 and rows[0].resource.startswith("person:")

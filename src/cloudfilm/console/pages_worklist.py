@@ -12,6 +12,7 @@ from cloudfilm.accounts.hospitals import DIRECTORY
 from cloudfilm.console.data_common import archive_of, int_param, link, sex_age
 from cloudfilm.console.render import render_console, scope_of
 from cloudfilm.console.session import ConsoleRefused, require_view
+from cloudfilm.console.similar_banner import similar_banner
 from cloudfilm.console.worklist import WorklistError, WorklistFilter, search_studies
 from cloudfilm.http.templating import lang_of, t
 
@@ -47,6 +48,7 @@ def worklist_page(request: Request) -> Response:
         "prev_href": "",
         "next_href": "",
         "page_no": page_no,
+        "similar": None,
     }
     status = 200
     try:
@@ -59,6 +61,7 @@ def worklist_page(request: Request) -> Response:
     else:
         keep = {k: v for k, v in form.items() if v}
         context["rows"] = [{"row": r, "sex_age": sex_age(lang, r.sex, r.age)} for r in found.rows]
+        context["similar"] = similar_banner(archive, view.principal, found.rows, lang)
         if page_no > 1:
             context["prev_href"] = link(PATH, {**keep, "page": page_no - 1 if page_no > 2 else ""})
         if found.has_next:
