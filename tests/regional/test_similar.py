@@ -220,6 +220,8 @@ def test_the_his_asks_over_http_with_its_hospitals_token(
     assert r.json()["count"] == 1
     r = his.post(url, json={"national_id": ID_A, "exam": "头颅CT"})
     assert r.status_code == 200 and r.json()["count"] == 0 and r.json()["person_id"] is None
+    r = his.post(url, json={"national_id": ID_A, "modality": "\u0000", "body_part": "CHEST"})
+    assert r.status_code == 200 and r.json()["planned"]["understood"] is False
 
     r = httpx.post(url, json={"national_id": ID_A, "exam": "胸部CT"})
     assert r.status_code == 401
@@ -229,22 +231,24 @@ def test_the_his_asks_over_http_with_its_hospitals_token(
     assert r.headers["content-type"].startswith("application/problem+json")
     r = his.post(url, json={"exam": "胸部CT"})
     assert r.status_code == 400
+    r = his.post(url, json={"nationalId": ID_A, "exam": "胸部CT"})  # a misspelt field
+    assert r.status_code == 400
     his.close()
 
     # audited: who asked, for which person, how many were found
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         rows = [e for e in _audit_rows(archive, f"token:{info.token_id}") if e.action == "query"]
-        if len(rows) >= 3:
+        if len(rows) >= 4:
             break
         time.sleep(0.1)
-    assert len(rows) == 3, [(e.resource, e.detail) for e in rows]
+    assert len(rows) == 4, [(e.resource, e.detail) for e in rows]  # NUL kept out of the trail
     first = rows[0]
     assert first.outcome == "allow" and first.hospital_pk == b
     assert first.resource.startswith("person:") and first.resource != "person:?"
     assert "1 found, 1 at other hospitals" in first.detail
     assert "national_id 1101**********002X" in first.detail and ID_A not in first.detail
-    assert "0 found" in rows[2].detail
+    assert "0 found" in rows[2].detail and "(not understood)" in rows[3].detail
 
 
 def test_the_console_shows_the_warning_when_a_clinician_opens_one_patient(

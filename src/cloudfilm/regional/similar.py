@@ -64,6 +64,7 @@ _MODALITY_TEXT: tuple[tuple[str, str], ...] = (
     (r"\bDX\b|\bRG\b|X ?[线光]|X-?RAY|平片|胸片|摄片|正位|侧位|斜位", "DX"),
 )
 _MODALITY_RES = tuple((re.compile(p), m) for p, m in _MODALITY_TEXT)
+_MODALITY_CODE = re.compile(r"[A-Z0-9_]{1,16}")
 _LATIN_EDGE = re.compile(r"(?<=[^\x00-\x7f])(?=[A-Za-z])|(?<=[A-Za-z])(?=[^\x00-\x7f])")
 
 
@@ -117,11 +118,17 @@ def parse_exam(exam: str = "", modality: str = "", body_part: str = "") -> Plann
     """``exam`` a common exam name (``胸部CT``, ``头颅MR``, ``腰椎DR``); ``modality`` and
     ``body_part`` given apart (a DICOM modality, a defined term, a CID 4031 code, a name) win
     over what the exam name says."""
-    mod = (modality_in(modality) or modality.strip().upper() or None) if modality else None
+    mod = (modality_in(modality) or _code(modality)) if modality else None
     mod = mod or (modality_in(exam) if exam else None)
     regions = regions_of(body_part) if body_part else EMPTY
     regions = regions or (regions_of(exam) if exam else EMPTY)
     return PlannedExam(mod, regions)
+
+
+def _code(text: str) -> str | None:
+    """A modality code we do not name ourselves (``OP``, ``IVUS``), as DICOM writes codes."""
+    value = text.strip().upper()
+    return value if _MODALITY_CODE.fullmatch(value) else None
 
 
 @dataclass(frozen=True)
