@@ -13,7 +13,6 @@ import re
 from datetime import timedelta
 from typing import Any
 
-import pytest
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 from sqlalchemy import select, update
@@ -95,11 +94,6 @@ class World:
         data = {"csrf": self.csrf(), "person": person, "mode": mode, "reason": "胸痛复查对比",
                 "days": "7", **form}  # fmt: skip
         return self.doctor.post("/console/regional/request", data=data, follow_redirects=False)
-
-
-@pytest.fixture
-def world(portal: Portal) -> World:
-    return World(portal)
 
 
 def sms_to(sms: SmsGateway, phone: str, count: int) -> dict[str, str]:
