@@ -33,7 +33,9 @@ def dataset_part(part10: bytes) -> bytes:
 def send_until_killed(server: ServerProcess, files: list[bytes], kill_after: int) -> list[str]:
     """Send over one association; kill the server after ``kill_after`` acknowledgements."""
     acked: list[str] = []
+    stopped: list[str] = []
     ae = AE(ae_title="CRASHSCU")
+    ae.dimse_timeout = ae.acse_timeout = 120  # a loaded 2-core machine may stall for seconds
     ae.add_requested_context(CTImageStorage, pydicom.uid.ExplicitVRLittleEndian)
     assoc = ae.associate("127.0.0.1", server.dicom_port, ae_title=server.ae_title)
     assert assoc.is_established
@@ -42,9 +44,11 @@ def send_until_killed(server: ServerProcess, files: list[bytes], kill_after: int
         ds = pydicom.dcmread(pydicom.filebase.DicomBytesIO(data))
         try:
             status = assoc.send_c_store(ds)
-        except Exception:
+        except Exception as exc:
+            stopped.append(f"send raised {exc!r}")
             break
         if not assoc.is_established or status is None or "Status" not in status:
+            stopped.append(f"association ended before the kill (status {status!r})")
             break
         if status.Status == 0x0000:
             acked.append(ds.SOPInstanceUID)
@@ -55,6 +59,7 @@ def send_until_killed(server: ServerProcess, files: list[bytes], kill_after: int
     if killer:
         killer.join()
     assoc.abort()
+    assert killer is not None, f"after {len(acked)} acknowledgements: {stopped}"
     return acked
 
 
