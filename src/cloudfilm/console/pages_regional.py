@@ -22,6 +22,7 @@ from cloudfilm.access import AccessDenied, Action
 from cloudfilm.console.data_common import archive_of, link
 from cloudfilm.console.render import render_console, scope_of
 from cloudfilm.console.session import ConsoleRefused, ConsoleView, check_csrf, require_view
+from cloudfilm.console.similar_banner import person_banner
 from cloudfilm.http.security import client_address
 from cloudfilm.http.templating import add_texts, lang_of, t
 from cloudfilm.portal.models import Report
@@ -112,7 +113,7 @@ def _page(request: Request, view: ConsoleView, person_id: str, *, status: int = 
           **extra: Any) -> Response:  # fmt: skip
     archive = archive_of(request)
     context: dict[str, Any] = {
-        "found": None, "requests": [], "exams": [], "grants": [], "done": "", "similar": [],
+        "found": None, "requests": [], "exams": [], "grants": [], "done": "", "similar": None,
         "prior": "", "max_days": consent.MAX_DAYS, "conflicts": [], **extra,
     }  # fmt: skip
     if not person_id:
@@ -147,6 +148,9 @@ def _page(request: Request, view: ConsoleView, person_id: str, *, status: int = 
         grants=grants,
         exams=_granted_exams(request, view, person_pk) if grants else [],
         prior=found.here[0].study_uid if found.here else "",
+        similar=person_banner(
+            archive, view.principal, person_pk, lang_of(request), where="regional lookup"
+        ),
         max_days=consent.MAX_DAYS,
     )
     return render_console(request, view, "console/regional.html", context, status=status)

@@ -72,17 +72,30 @@ def similar_banner(
         if not patients or set(links) != patients or len(persons) != 1:
             return None
         person_pk = persons.pop()
+    return person_banner(archive, principal, person_pk, lang, set(uids), "console worklist")
+
+
+def person_banner(
+    archive: Archive,
+    principal: Principal,
+    person_pk: int,
+    lang: str,
+    shown: set[str] | frozenset[str] = frozenset(),
+    where: str = "console",
+) -> dict[str, Any] | None:
+    """The banner for one person (the worklist's patient, the regional lookup's person)."""
+    with archive.db.read() as session:
         exams = exams_of_person(
             session, person_pk, None, None, utcnow(), days=archive.settings.similar_exam_days
         )
-    own, shown = principal.hospital, set(uids)
+    own = principal.hospital
     elsewhere = [e for e in exams if e.hospital_pk != own and e.study_uid not in shown]
     if not elsewhere:
         return None
     archive.audit.record(
         principal=principal.label, action=str(Action.QUERY), resource=f"person:{person_pk}",
         outcome="allow", client=principal.client, hospital=principal.hospital,
-        detail=f"similar-exam banner (console worklist): {len(elsewhere)} found at other "
+        detail=f"similar-exam banner ({where}): {len(elsewhere)} found at other "
         "hospitals",
     )  # fmt: skip
     return {
