@@ -154,10 +154,12 @@ class Portal:
         out["study_uid"] = study_uid
         return out
 
-    def film_case(self, phone: str = "13912345678", **report: object) -> dict[str, str]:
-        """A study of 3 instances, its JSON report, its issued film."""
+    def film_case(
+        self, phone: str = "13912345678", patient_id: str = "P001", **report: object
+    ) -> dict[str, str]:
+        """A study of 3 instances (of one patient record), its JSON report, its issued film."""
         acc = f"A{generate_uid()[-12:]}"
-        study_uid = self.study(accession=acc)
+        study_uid = self.study(accession=acc, patient_id=patient_id)
         self.report(accession_number=acc, phone=phone, **report)
         return self.film(study_uid)
 

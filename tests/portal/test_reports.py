@@ -237,7 +237,9 @@ def test_the_printed_report_carries_the_code_and_a_qr(portal: Portal) -> None:
 def test_a_phone_number_verified_by_sms_sees_all_its_films(portal: Portal, sms: SmsGateway) -> None:
     a = portal.film_case(phone="13600000001", hospital="甲医院", exam_name="胸部CT")
     b = portal.film_case(phone="136-0000-0001", hospital="乙医院", exam_name="头颅MR")
-    c = portal.film_case(phone="13600000002", hospital="丙医院", exam_name="腹部超声")
+    # another patient (record): an SMS login never shows a stranger's film
+    c = portal.film_case(phone="13600000002", patient_id="P002", hospital="丙医院",
+                         exam_name="腹部超声")  # fmt: skip
     sent_before = len(sms.wait(3))
     user = portal.browser()
     assert user.post("/api/patient/otp", json={"phone": "13600000001"}).status_code == 200

@@ -13,10 +13,12 @@ import re
 from datetime import timedelta
 from typing import Any
 
+from fastapi.testclient import TestClient
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 from sqlalchemy import select, update
 
+from cloudfilm.access.tokens import create_token
 from cloudfilm.accounts.hospitals import create_hospital
 from cloudfilm.archive import Archive
 from cloudfilm.portal.models import Report
@@ -286,3 +288,30 @@ def test_the_film_desk_links_a_record_and_sees_refused_links(world: World) -> No
     r = world.doctor.post("/console/regional/link", data={
         "csrf": world.csrf(), "study": plain, "kind": "national_id", "value": ID_Q})  # fmt: skip
     assert r.status_code == 403
+
+
+def test_an_sms_login_sees_the_persons_films_of_every_hospital(
+    world: World, sms: SmsGateway
+) -> None:
+    archive, portal = world.archive, world.portal
+    _info, b_token = create_token(archive.db, "B reporting", "read,write", hospital=world.b)
+    b_reports = TestClient(portal.app, headers={"Authorization": f"Bearer {b_token}"})
+    portal.clients.append(b_reports)
+    # B's report of the same person gave another number (a relative's, say)
+    r = b_reports.post("/api/reports", json={"accession_number": "ACC-B1", "phone": "13700000000",
+                                             "exam_name": "胸部CT复查"})  # fmt: skip
+    assert r.status_code == 201 and r.json()["matched_study_uid"] == world.b_prior
+    portal.issue()
+    patient = world.portal.browser("10.9.9.6")
+    before = len(sms.messages)
+    patient.post("/api/patient/otp", json={"phone": PHONE})
+    code = re.search(r"(\d{6})", sms_to(sms, PHONE, before + 1)["message"]).group(1)
+    assert (
+        patient.post("/api/patient/otp/verify", json={"phone": PHONE, "code": code}).status_code
+        == 200
+    )
+    films = patient.get("/p/").text
+    assert "胸部CT平扫" in films and "胸部CT复查" in films  # A's, and B's through the person
+    # Q (another person at A) stays out
+    seen = {s["0020000D"]["Value"][0] for s in patient.get("/dicom-web/studies").json()}
+    assert world.a_study in seen and world.b_prior in seen and world.q_study not in seen
