@@ -72,6 +72,11 @@ class Study(Base):
     description: Mapped[str] = mapped_column(String(256), default="")
     referring_physician: Mapped[str] = mapped_column(String(324), default="")
     institution_name: Mapped[str] = mapped_column(String(256), default="")
+    patient_class: Mapped[str] = mapped_column(String(16), default="")
+    """``inpatient``, ``outpatient``, ``emergency``, ``checkup`` or empty (unknown): what the
+    retention rules go by (keeping/)."""
+    tier: Mapped[str] = mapped_column(String(16), default="hot")
+    """``hot`` or ``cold``: where the study's blobs are kept (keeping/ lifecycle)."""
     modalities: Mapped[str] = mapped_column(String(128), default="")
     """Backslash-joined set of the series' modalities (ModalitiesInStudy)."""
     num_series: Mapped[int] = mapped_column(Integer, default=0)

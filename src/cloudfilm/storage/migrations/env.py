@@ -5,6 +5,7 @@ from sqlalchemy import create_engine, pool
 
 import cloudfilm.access.models
 import cloudfilm.accounts.models  # noqa: F401  (hospitals, AE titles, users)
+from cloudfilm.keeping import models as _keeping_models  # noqa: F401  (fixity, retention)
 from cloudfilm.portal import models as _portal_models  # noqa: F401  (reports, films, shares)
 from cloudfilm.regional import models as _regional_models  # noqa: F401  (persons, consent)
 from cloudfilm.storage.models import Base
