@@ -9,8 +9,8 @@ was saved sends that batch again: the receiver keeps the newest record per index
 
 Only one process of a deployment pushes: ``install_regional`` starts the pusher in ``serve``
 only (never in its HTTP workers), and the pusher holds a lease row in ``index_state`` that it
-renews while it runs, so a second ``serve`` against the same PostgreSQL waits instead of
-sending the same batches in parallel.
+renews while it runs (cloudfilm.background.Lease), so a second ``serve`` against the same
+PostgreSQL waits instead of sending the same batches in parallel.
 """
 
 from __future__ import annotations
@@ -18,19 +18,15 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import os
-import random
-import socket
 import threading
 import time
 from typing import TYPE_CHECKING
 
 import httpx
 import orjson
-from sqlalchemy import update
-from sqlalchemy.exc import IntegrityError
 
 from cloudfilm.access import Action, Principal
+from cloudfilm.background import Lease, backoff
 from cloudfilm.regional.feed import FeedPage, feed_page, page_json
 from cloudfilm.storage.models import IndexState
 
@@ -43,7 +39,6 @@ CURSOR_KEY = "regional.index_webhook_cursor"
 LEASE_KEY = "regional.index_webhook_lease"
 LEASE_SECONDS = 60.0
 """A lease not renewed for this long (its process died) may be taken by another."""
-MAX_BACKOFF = 600.0
 POLL_SECONDS = 1.0
 TIMEOUT = httpx.Timeout(30.0, connect=5.0)
 PUSHER = Principal(kind="system", id="index-webhook")
@@ -53,12 +48,6 @@ def signature(secret: str, timestamp: str, body: bytes) -> str:
     """``sha256=<hex>`` over ``<timestamp>.<body>``: what the receiver recomputes."""
     mac = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
     return "sha256=" + mac.hexdigest()
-
-
-def backoff(failures: int, first: float) -> float:
-    """Seconds to wait after ``failures`` failures in a row: half fixed, half random."""
-    ceiling = min(MAX_BACKOFF, first * 2 ** (failures - 1))
-    return ceiling / 2 + random.uniform(0, ceiling / 2)
 
 
 def delivered_cursor(archive: Archive) -> int:
@@ -73,7 +62,7 @@ class IndexPusher:
     def __init__(self, archive: Archive) -> None:
         self.archive = archive
         self.settings = archive.settings
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        self.lease = Lease(archive.db, LEASE_KEY, LEASE_SECONDS)
         self.stopping = threading.Event()
         self.wake = threading.Event()
         self.failures = 0
@@ -90,45 +79,9 @@ class IndexPusher:
         self.thread.join(timeout=40)
         self.client.close()
         try:
-            self._release()
+            self.lease.release()
         except Exception:
             log.exception("could not release the index webhook lease")
-
-    # -- the lease ------------------------------------------------------------------------
-
-    def _lease(self) -> bool:
-        """Take or renew the lease; False while another process holds a live one."""
-        now = time.time()
-        mine = f"{self.owner} {now + LEASE_SECONDS:.0f}"
-        table = IndexState.__table__
-        with self.archive.db.write() as session:
-            row = session.get(IndexState, LEASE_KEY)
-            if row is None:
-                session.add(IndexState(key=LEASE_KEY, value=mine))
-                try:
-                    session.flush()
-                except IntegrityError:  # another process made the row first
-                    return False
-                return True
-            holder, _, until = row.value.rpartition(" ")
-            if holder != self.owner and until.isdigit() and int(until) > now:
-                return False
-            # compare-and-set: two processes racing for an expired lease, one wins
-            done = session.execute(
-                update(table)
-                .where(table.c.key == LEASE_KEY, table.c.value == row.value)
-                .values(value=mine)
-            )
-            return bool(done.rowcount)
-
-    def _release(self) -> None:
-        table = IndexState.__table__
-        with self.archive.db.write() as session:
-            session.execute(
-                update(table)
-                .where(table.c.key == LEASE_KEY, table.c.value.like(f"{self.owner} %"))
-                .values(value=f"{self.owner} 0")
-            )
 
     # -- one batch ------------------------------------------------------------------------
 
@@ -199,15 +152,12 @@ class IndexPusher:
     # -- the loop -------------------------------------------------------------------------
 
     def _run(self) -> None:
-        leased_at = 0.0
         while not self.stopping.is_set():
             wait = POLL_SECONDS
             try:
-                if time.monotonic() - leased_at > LEASE_SECONDS / 3:
-                    if not self._lease():
-                        self.stopping.wait(LEASE_SECONDS / 3)
-                        continue
-                    leased_at = time.monotonic()
+                if not self.lease.held():
+                    self.stopping.wait(LEASE_SECONDS / 3)
+                    continue
                 if self.push_once():
                     continue
                 if self.failures:
