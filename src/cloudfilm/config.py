@@ -158,6 +158,23 @@ class Settings(BaseSettings):
     are one family, so any of them sets radiography's; ``"*"`` sets every other modality's
     (default 30). Keys not given keep their defaults."""
 
+    # Fixity and the second copy (cloudfilm.keeping.fixity, .replica; docs/keeping.md).
+    verify_period_days: float = 30.0
+    """One full pass of the fixity verifier over every blob per this many days (0: no
+    background verifier; ``cloudfilm verify`` still works)."""
+    verify_mbps: float = 20.0
+    """The background verifier reads at most this many MB/s (viewing must not slow down)."""
+    replica_url: str | None = None
+    """The second blob store, ``file:///path`` or ``s3://bucket/prefix`` (None: no replica).
+    Every stored blob is queued in the index transaction and copied in the background."""
+    replica_s3_endpoint_url: str | None = None
+    """The replica's S3 settings; None: the primary's ``s3_*`` values."""
+    replica_s3_region: str | None = None
+    replica_s3_access_key_id: str | None = None
+    replica_s3_secret_access_key: str | None = None
+    replica_retry_seconds: float = 5.0
+    """Back-off after a failed copy; doubled per failure of that blob up to 10 minutes."""
+
     @classmethod
     def settings_customise_sources(
         cls,

@@ -45,6 +45,13 @@ _BUMP_STUDY = (
     "size_bytes = size_bytes + ?, last_instance_at = ? WHERE pk = ?"
 )
 
+_ENQUEUE_REPLICA = (
+    "INSERT INTO keeping_replica_queue (blob_key, sha256, created_at, attempts, next_at, "
+    "last_error) VALUES (?, ?, ?, 0, ?, '') ON CONFLICT (blob_key) DO NOTHING"
+)
+"""A new blob for the second copy (keeping/replica.py), in the instance's own transaction: a
+commit that is lost loses both, and recovery re-indexing queues it again."""
+
 
 class HotStatements:
     """Bound to one session's transaction."""
@@ -85,3 +92,7 @@ class HotStatements:
             self._sql(_BUMP_STUDY),
             (count, 1 if new_series else 0, size, self.timestamp(now), study_pk),
         )
+
+    def enqueue_replica(self, key: str, sha256: str, now: datetime) -> None:
+        stamp = self.timestamp(now)
+        self.cursor.execute(self._sql(_ENQUEUE_REPLICA), (key, sha256, stamp, stamp))

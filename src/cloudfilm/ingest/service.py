@@ -207,6 +207,8 @@ def _index(
             return decided, None
         old_key, old_size = current.blob_key, current.size_bytes
         _fill_instance(current, parsed, key, sha, size, now)
+        if archive.settings.replica_url:
+            hot.enqueue_replica(key, sha, now)
         series = session.get(Series, current.series_pk)
         assert series is not None
         _bump(session, series.pk, series.study_pk, size - old_size, 0, now)
@@ -234,6 +236,8 @@ def _index(
         **parsed.instance,
     )
     hot.insert_instance(values)
+    if archive.settings.replica_url:  # the second copy's queue (keeping/replica.py)
+        hot.enqueue_replica(key, sha, now)
     hot.bump(series_pk, study_pk, size, 1, now, new_series)
     return _result(parsed, "stored", size), None
 

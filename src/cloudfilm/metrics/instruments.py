@@ -81,6 +81,36 @@ class Instruments:
             "cloudfilm_audit_records_lost_total",
             "Audit records whose batch the index refused (logged as an error): should stay 0.",
         )
+        # keeping (issue 12): fixity and the second copy
+        self.fixity_blobs = Counter(
+            "cloudfilm_fixity_verified_blobs_total",
+            "Blobs the fixity verifier re-read and hashed (background passes and "
+            "cloudfilm verify).",
+        )
+        self.fixity_bytes = Counter(
+            "cloudfilm_fixity_verified_bytes_total", "Bytes the fixity verifier re-read."
+        )
+        self.fixity_alarms = Counter(
+            "cloudfilm_fixity_alarms_total",
+            "Blobs found missing or changed, by outcome (repaired: from the replica; missing, "
+            "changed: no replica; unrepaired: the replica could not help). Should stay 0.",
+            ["outcome"],
+        )
+        self.replica_copies = Counter(
+            "cloudfilm_replica_copies_total",
+            "Copies to the second blob store, by outcome (copied: written and read back with "
+            "the right SHA-256; failed: tried again after a back-off).",
+            ["outcome"],
+        )
+        self.replica_lag = Histogram(
+            "cloudfilm_replica_lag_seconds",
+            "From a blob's index commit (queued) to its copy verified in the replica.",
+            buckets=(0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0, 86400.0),
+        )
+        self.replica_reads = Counter(
+            "cloudfilm_replica_fallback_reads_total",
+            "Reads served from the replica because the primary store failed.",
+        )
 
 
 def _multiproc_dir(values: Any) -> Path | None:
@@ -182,3 +212,29 @@ def audit_committed(outcomes: dict[str, int]) -> None:
 @never_raises
 def audit_lost(count: int) -> None:
     get().audit_lost.inc(count)
+
+
+@never_raises
+def fixity_verified(size: int) -> None:
+    made = get()
+    made.fixity_blobs.inc()
+    made.fixity_bytes.inc(size)
+
+
+@never_raises
+def fixity_alarm(outcome: str) -> None:
+    """``outcome``: ``missing``, ``changed``, ``repaired`` or ``unrepaired``."""
+    get().fixity_alarms.labels(outcome).inc()
+
+
+@never_raises
+def replica_copy(ok: bool, lag_seconds: float | None = None) -> None:
+    made = get()
+    made.replica_copies.labels("copied" if ok else "failed").inc()
+    if ok and lag_seconds is not None:
+        made.replica_lag.observe(max(0.0, lag_seconds))
+
+
+@never_raises
+def replica_fallback_read() -> None:
+    get().replica_reads.inc()

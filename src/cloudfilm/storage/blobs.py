@@ -342,7 +342,46 @@ class S3BlobStore:
 
 
 def open_blob_store(settings: Settings) -> BlobStore:
-    url = settings.resolved_blob_url
+    """The storage area of ``blob_url``; with ``replica_url``, wrapped so that reads fall back
+    to the second copy when the primary fails (storage/replicated.py)."""
+    store = open_store_url(
+        settings.resolved_blob_url,
+        endpoint_url=settings.s3_endpoint_url,
+        region=settings.s3_region,
+        access_key_id=settings.s3_access_key_id,
+        secret_access_key=settings.s3_secret_access_key,
+    )
+    if settings.replica_url:
+        from cloudfilm.storage.replicated import ReplicatedBlobStore
+
+        url = settings.replica_url
+
+        def replica() -> BlobStore:  # opened on first use: a replica down must not stop us
+            return open_store_url(
+                url,
+                endpoint_url=settings.replica_s3_endpoint_url or settings.s3_endpoint_url,
+                region=settings.replica_s3_region or settings.s3_region,
+                access_key_id=settings.replica_s3_access_key_id or settings.s3_access_key_id,
+                secret_access_key=settings.replica_s3_secret_access_key
+                or settings.s3_secret_access_key,
+                check=False,  # the replica worker makes the bucket before its first copy
+            )
+
+        store = ReplicatedBlobStore(store, replica)
+    return store
+
+
+def open_store_url(
+    url: str,
+    *,
+    endpoint_url: str | None = None,
+    region: str | None = None,
+    access_key_id: str | None = None,
+    secret_access_key: str | None = None,
+    check: bool = True,
+) -> BlobStore:
+    """One store from its URL (``file:///path``, ``s3://bucket/prefix`` or a plain path).
+    ``check``: make sure the bucket exists now (else at the first write that needs it)."""
     parsed = urlparse(url)
     if parsed.scheme == "file":
         return FileBlobStore(Path(url2pathname(parsed.path)))
@@ -350,13 +389,14 @@ def open_blob_store(settings: Settings) -> BlobStore:
         store = S3BlobStore(
             parsed.netloc,
             parsed.path,
-            endpoint_url=settings.s3_endpoint_url,
-            region=settings.s3_region,
-            access_key_id=settings.s3_access_key_id,
-            secret_access_key=settings.s3_secret_access_key,
+            endpoint_url=endpoint_url,
+            region=region,
+            access_key_id=access_key_id,
+            secret_access_key=secret_access_key,
         )
-        store.ensure_bucket()
+        if check:
+            store.ensure_bucket()
         return store
     if not parsed.scheme:
         return FileBlobStore(Path(url))
-    raise ValueError(f"unsupported CLOUDFILM_BLOB_URL scheme: {url}")
+    raise ValueError(f"unsupported blob store URL scheme: {url}")
