@@ -109,6 +109,9 @@ class Tombstone(Base):
     deleted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     deleted_by: Mapped[str] = mapped_column(String(128), default="")
     reason: Mapped[str] = mapped_column(Text, default="")
+    blob_key: Mapped[str] = mapped_column(String(256), default="")
+    """The blob still to be removed (blobs go only after the index commit); emptied once it
+    is gone (migration 0010)."""
 
 
 class DeidMapping(Base):

@@ -54,6 +54,9 @@ class Report(Base):
     reporting_doctor: Mapped[str] = mapped_column(String(64), default="")
     reviewing_doctor: Mapped[str] = mapped_column(String(64), default="")
     report_time: Mapped[str] = mapped_column(String(32), default="")
+    patient_class: Mapped[str] = mapped_column(String(16), default="")
+    """``inpatient``, ``outpatient``, ``emergency``, ``checkup`` or '' (keeping.retention): it
+    becomes the study's when the report is matched (the retention rules go by it)."""
     source: Mapped[str] = mapped_column(String(16), default="json")
     """``json``, ``pdf``, ``dicom-sr`` or ``dicom-pdf``."""
     source_sop_uid: Mapped[str | None] = mapped_column(String(64), unique=True, nullable=True)
