@@ -262,8 +262,9 @@ def _register_optional() -> None:
         pass
     from cloudfilm.accounts.cli import ae, hospital, user
     from cloudfilm.gateway.cli import gateway
+    from cloudfilm.keeping.keys_cli import keys
 
-    for group in (hospital, user, ae, gateway):
+    for group in (hospital, user, ae, gateway, keys):
         main.add_command(group)
 
 

@@ -75,6 +75,21 @@ class Settings(BaseSettings):
     s3_access_key_id: str | None = None
     s3_secret_access_key: str | None = None
 
+    # Encryption at rest (cloudfilm.storage.sse, .encrypted, .kek; docs/keeping.md).
+    s3_sse: Literal["none", "AES256", "aws:kms"] = "none"
+    """Server-side encryption named on every S3 write and checked at start (a probe object):
+    the archive refuses to start when the store does not apply it."""
+    s3_sse_kms_key_id: str | None = None
+    """The KMS key (id, ARN or alias) of ``aws:kms``; None: the store's default KMS key."""
+    blob_kek: str | None = None
+    """Envelope encryption of file stores: the key-encryption key, ``[<id>:]<base64 of 32
+    bytes>`` (``cloudfilm keys generate`` makes one). Set: every blob is AES-256-GCM with its
+    own data key, wrapped by this one."""
+    blob_kek_file: Path | None = None
+    """Instead of ``blob_kek``: a file of such lines, the current key first."""
+    blob_kek_previous: list[str] = Field(default_factory=list)
+    """Older KEKs, for reading blobs they wrapped until ``cloudfilm keys rotate`` is done."""
+
     ae_title: str = "CLOUDFILM"
     dicom_host: str = "0.0.0.0"
     dicom_port: int = 11112

@@ -15,11 +15,14 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 from urllib.parse import urlparse
 from urllib.request import url2pathname
 
 from cloudfilm.config import Settings
+
+if TYPE_CHECKING:
+    from cloudfilm.storage.kek import KeyRing
 
 CHUNK = 1024 * 1024
 
@@ -256,10 +259,14 @@ class S3BlobStore:
         region: str | None = None,
         access_key_id: str | None = None,
         secret_access_key: str | None = None,
+        write_args: dict[str, str] | None = None,
     ) -> None:
         import boto3
         from botocore.config import Config
 
+        self.write_args: dict[str, str] = dict(write_args or {})
+        """Server-side encryption named on every write (storage/sse.py): ``put_object`` here,
+        and any ``create_multipart_upload`` or ``copy_object`` a caller makes passes it too."""
         self.bucket = bucket
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         self.client = boto3.client(
@@ -287,7 +294,7 @@ class S3BlobStore:
             self.client.create_bucket(Bucket=self.bucket)
 
     def put(self, key: str, data: bytes) -> None:
-        self.client.put_object(Bucket=self.bucket, Key=self._k(key), Body=data)
+        self.client.put_object(Bucket=self.bucket, Key=self._k(key), Body=data, **self.write_args)
 
     def _get(self, key: str, **kw: str) -> BinaryIO:
         from botocore.exceptions import ClientError
@@ -343,13 +350,20 @@ class S3BlobStore:
 
 def open_blob_store(settings: Settings) -> BlobStore:
     """The storage area of ``blob_url``; with ``replica_url``, wrapped so that reads fall back
-    to the second copy when the primary fails (storage/replicated.py)."""
+    to the second copy when the primary fails (storage/replicated.py). Both are encrypted at
+    rest as the settings say: S3 server-side encryption, envelope encryption of folders."""
+    from cloudfilm.storage.kek import keyring_from_settings
+    from cloudfilm.storage.sse import sse_write_args
+
+    write_args, keys = sse_write_args(settings), keyring_from_settings(settings)
     store = open_store_url(
         settings.resolved_blob_url,
         endpoint_url=settings.s3_endpoint_url,
         region=settings.s3_region,
         access_key_id=settings.s3_access_key_id,
         secret_access_key=settings.s3_secret_access_key,
+        write_args=write_args,
+        keys=keys,
     )
     if settings.replica_url:
         from cloudfilm.storage.replicated import ReplicatedBlobStore
@@ -365,6 +379,8 @@ def open_blob_store(settings: Settings) -> BlobStore:
                 secret_access_key=settings.replica_s3_secret_access_key
                 or settings.s3_secret_access_key,
                 check=False,  # the replica worker makes the bucket before its first copy
+                write_args=write_args,
+                keys=keys,
             )
 
         store = ReplicatedBlobStore(store, replica)
@@ -379,12 +395,18 @@ def open_store_url(
     access_key_id: str | None = None,
     secret_access_key: str | None = None,
     check: bool = True,
+    write_args: dict[str, str] | None = None,
+    keys: KeyRing | None = None,
 ) -> BlobStore:
     """One store from its URL (``file:///path``, ``s3://bucket/prefix`` or a plain path).
-    ``check``: make sure the bucket exists now (else at the first write that needs it)."""
+    ``check``: make sure the bucket exists now (else at the first write that needs it), and
+    that it applies the server-side encryption of ``write_args``. ``keys``: folders are
+    envelope-encrypted with them (storage/encrypted.py)."""
+    from cloudfilm.storage.encrypted import open_file_store
+
     parsed = urlparse(url)
     if parsed.scheme == "file":
-        return FileBlobStore(Path(url2pathname(parsed.path)))
+        return open_file_store(Path(url2pathname(parsed.path)), keys)
     if parsed.scheme == "s3":
         store = S3BlobStore(
             parsed.netloc,
@@ -393,10 +415,14 @@ def open_store_url(
             region=region,
             access_key_id=access_key_id,
             secret_access_key=secret_access_key,
+            write_args=write_args,
         )
         if check:
+            from cloudfilm.storage.sse import check_sse
+
             store.ensure_bucket()
+            check_sse(store)
         return store
     if not parsed.scheme:
-        return FileBlobStore(Path(url))
+        return open_file_store(Path(url), keys)
     raise ValueError(f"unsupported blob store URL scheme: {url}")
