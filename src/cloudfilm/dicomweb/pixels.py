@@ -19,17 +19,16 @@ from cloudfilm.imaging.transcode import (
     NATIVE,
     FrameCache,
     PixelGeometry,
-    TranscodeCache,
     TranscodeError,
     frames_from_file,
 )
+from cloudfilm.storage.derived import transcode_cache
 
 
 class PixelService:
     def __init__(self, archive: Archive, cache_dir: Path | None = None) -> None:
         self.archive = archive
-        root = cache_dir or archive.settings.data_dir / "cache" / "transcoded"
-        self.transcoded = TranscodeCache(root)
+        self.transcoded = transcode_cache(archive.settings, cache_dir)  # encrypted with a KEK
         self.frame_cache = FrameCache()
 
     # -- whole instances -------------------------------------------------------------------
