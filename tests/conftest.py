@@ -32,6 +32,12 @@ ENGINES = ["sqlite", "postgresql"]
 DCMTK = Path("/usr/bin")
 """dcmtk's tools, by absolute path: pynetdicom installs its own echoscu/findscu in the venv."""
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+if os.environ.get("CLOUDFILM_TEST_BLOB_ENCRYPTION") == "1":
+    # the same suites on an envelope-encrypted file store (docs/keeping.md): every Settings()
+    # and every `cloudfilm serve` of the run reads this KEK (a fixed test key, not a secret)
+    os.environ.setdefault(
+        "CLOUDFILM_BLOB_KEK", "test-kek:" + "Y2xvdWRmaWxtIHRlc3Qga2VrLCBub3Qgc2VjcmV0ISE="
+    )
 
 
 def free_port() -> int:
