@@ -329,6 +329,10 @@ class EncryptedFileBlobStore(FileBlobStore):
         fd = self._open(key)
         try:
             c = self._cipher(key, fd)
+            if os.fstat(fd).st_size != ciphertext_size(c.header.length):
+                c = self._cipher(key, fd, fresh=True)  # perhaps written again meanwhile
+                if os.fstat(fd).st_size != ciphertext_size(c.header.length):
+                    raise BlobDamaged(f"blob {key}: the file's size does not match its header")
             return bytes(self._read_chunks(key, fd, 0, c.header.chunks - 1))
         finally:
             os.close(fd)
