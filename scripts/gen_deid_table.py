@@ -1,0 +1,141 @@
+"""Write src/cloudfilm/keeping/deid_table.py from DICOM PS3.15 Table E.1-1.
+
+Table E.1-1 ("Application Level Confidentiality Profile Attributes") says, for every attribute
+that can identify a patient, the action of the Basic Profile (D, Z, X, K, C, U and their
+combinations) and of each option (Retain UIDs, Retain Longitudinal Temporal Information with
+Modified Dates, Clean Descriptors...). It is read here from the machine transcription of
+github.com/innolitics/dicom-standard (``standard/confidentiality_profile_attributes.json``,
+parsed from the standard's own HTML by that project's ``extract_conf_profile_attributes.py``),
+given as the first argument; nothing of the table is typed by hand. Each tag is checked
+against pydicom's data dictionary (its transcription of PS3.6): a tag pydicom does not know,
+or a row without a Basic Profile action, stops the script. Run:
+
+    .venv/bin/python scripts/gen_deid_table.py confidentiality_profile_attributes.json \
+        "innolitics/dicom-standard 8670abd (standard rev. 2024b)"
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from pydicom.datadict import dictionary_description, dictionary_has_tag
+
+OUT = Path(__file__).resolve().parent.parent / "src/cloudfilm/keeping/deid_table.py"
+OPTIONS = {
+    "rtnSafePrivOpt": "retain_safe_private",
+    "rtnUIDsOpt": "retain_uids",
+    "rtnDevIdOpt": "retain_device_identity",
+    "rtnInstIdOpt": "retain_institution_identity",
+    "rtnPatCharsOpt": "retain_patient_characteristics",
+    "rtnLongFullDatesOpt": "retain_full_dates",
+    "rtnLongModifDatesOpt": "modified_dates",
+    "cleanDescOpt": "clean_descriptors",
+    "cleanStructContOpt": "clean_structured_content",
+    "cleanGraphOpt": "clean_graphics",
+}
+"""The table's option columns (the transcription's names) → ours."""
+ACTIONS = re.compile(r"^(X|Z|D|K|C|U)(/(X|Z|D|K|C|U)\*?)*\*?$")
+TAG = re.compile(r"^\(([0-9A-FX]{4}),([0-9A-FX]{4})\)$")
+
+HEADER = '''"""DICOM PS3.15 Table E.1-1, Application Level Confidentiality Profile Attributes.
+
+{about}
+
+``TABLE``: tag → (attribute name, Basic Profile action, {{option: action}}). ``MASKED``: the
+repeating groups (curves 50xx, overlays 60xx) as (mask, value, name, basic, options): a tag
+``t`` is the row's when ``t & mask == value``. ``PRIVATE``: the row of every private attribute
+(odd group). Actions (PS3.15 E.3): D dummy value, Z zero length or dummy, X remove, K keep,
+C clean, U replace the UID consistently; ``X/Z``, ``X/D``, ``Z/D``, ``X/Z/D``, ``X/Z/U*``: the
+first unless conformance of the IOD needs the next (keeping/deid.py decides).
+"""
+
+from __future__ import annotations
+
+Row = tuple[str, str, dict[str, str]]
+'''
+
+
+def main(path: str, source: str) -> None:
+    raw = Path(path).read_bytes()
+    rows = json.loads(raw)
+    table: dict[int, tuple[str, str, dict[str, str]]] = {}
+    masked: list[tuple[int, int, str, str, dict[str, str]]] = []
+    private: tuple[str, str, dict[str, str]] | None = None
+    for row in rows:
+        name, basic = " ".join(row["name"].split()), row["basicProfile"].strip()
+        if not ACTIONS.match(basic):
+            raise SystemExit(f"{name}: Basic Profile action {basic!r} is not one of PS3.15 E.3")
+        options = {}
+        for column, ours in OPTIONS.items():
+            value = str(row.get(column, "")).strip()
+            if value:
+                if not ACTIONS.match(value):
+                    raise SystemExit(f"{name}: {column} action {value!r} is not one of E.3")
+                options[ours] = value
+        tag_text = row["tag"].strip().upper()
+        if tag_text.startswith("(GGGG,EEEE)"):
+            private = (name, basic, options)
+            continue
+        m = TAG.match(tag_text)
+        if m is None:
+            raise SystemExit(f"{name}: tag {row['tag']!r} not understood")
+        group, elem = m.groups()
+        if "X" in group + elem:
+            mask = int("".join("0" if c == "X" else "F" for c in group + elem), 16)
+            value = int((group + elem).replace("X", "0"), 16)
+            masked.append((mask, value, name, basic, options))
+            continue
+        tag = int(group + elem, 16)
+        if not dictionary_has_tag(tag):
+            raise SystemExit(f"{name} {tag_text}: not in pydicom's data dictionary (PS3.6)")
+        if tag in table:
+            raise SystemExit(f"{name} {tag_text}: listed twice")
+        table[tag] = (name, basic, options)
+    if private is None:
+        raise SystemExit("the row of private attributes (gggg,eeee odd) is missing")
+    renamed = [
+        f"  {t:08X} {n!r} (PS3.6: {dictionary_description(t)!r})"
+        for t, (n, _b, _o) in table.items()
+        if _norm(n) != _norm(dictionary_description(t))
+    ]
+    if renamed:
+        print(f"{len(renamed)} names differ from pydicom's (kept as the table says):")
+        print("\n".join(renamed))
+    about = (
+        f"GENERATED by scripts/gen_deid_table.py (do not edit by hand) from {source}, input "
+        f"SHA-256 {hashlib.sha256(raw).hexdigest()}: {len(rows)} rows."
+    )
+    out = [HEADER.format(about=textwrap.fill(about, 95, break_long_words=False))]
+    pieces = textwrap.wrap(source, 80, drop_whitespace=False, break_long_words=True)
+    out.append("SOURCE = (\n" + "".join(f"    {p!r}\n" for p in pieces) + ")\n")
+    out.append("TABLE: dict[int, Row] = {")
+    for tag in sorted(table):
+        name, basic, options = table[tag]
+        out.append(f"    0x{tag:08X}: ({name!r}, {basic!r}, {options!r}),")
+    out.append("}")
+    out.append("MASKED: tuple[tuple[int, int, str, str, dict[str, str]], ...] = (")
+    for mask, value, name, basic, options in masked:
+        out.append(f"    (0x{mask:08X}, 0x{value:08X}, {name!r}, {basic!r}, {options!r}),")
+    out.append(")")
+    out.append(f"PRIVATE: Row = {private!r}")
+    OUT.write_text("\n".join(out) + "\n", encoding="utf-8")
+    ruff = Path(sys.executable).with_name("ruff")
+    if ruff.exists():  # the repository's formatting (double quotes, wrapped rows)
+        subprocess.run([str(ruff), "format", "-q", str(OUT)], check=True)
+    print(f"wrote {OUT} ({len(table)} attributes, {len(masked)} repeating groups)")
+
+
+def _norm(text: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", text.lower().replace("’", "'"))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 2:
+        raise SystemExit(__doc__)
+    main(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else sys.argv[1])
