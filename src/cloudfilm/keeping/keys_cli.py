@@ -40,7 +40,7 @@ def _folder(url: str | None) -> Path | None:
 
 
 def encrypted_stores(settings: Settings) -> list[tuple[str, EncryptedFileBlobStore]]:
-    """The deployment's encrypted file stores (the primary, the replica when it is a folder)."""
+    """The deployment's encrypted folders: the primary, its cold tier, the replica."""
     try:
         keys = keyring_from_settings(settings)
     except KeyConfigError as exc:
@@ -49,13 +49,14 @@ def encrypted_stores(settings: Settings) -> list[tuple[str, EncryptedFileBlobSto
         raise click.UsageError("no KEK configured (CLOUDFILM_BLOB_KEK or CLOUDFILM_BLOB_KEK_FILE)")
     found = []
     named = [("primary", settings.resolved_blob_url)]
+    named.append(("cold tier", getattr(settings, "cold_blob_url", None)))
     named.append(("replica", getattr(settings, "replica_url", None)))
     for name, url in named:
         root = _folder(url)
         if root is not None and is_encrypted_folder(root):
             found.append((name, EncryptedFileBlobStore(root, keys)))
     if not found:
-        raise click.UsageError("no encrypted file store in CLOUDFILM_BLOB_URL / _REPLICA_URL")
+        raise click.UsageError("no encrypted folder among the blob, cold and replica URLs")
     return found
 
 
