@@ -472,7 +472,7 @@ def _check_folder(root: Path, *, encrypted: bool) -> None:
         return
     root.mkdir(parents=True, exist_ok=True)
     held = [p.name for p in root.iterdir() if not p.name.startswith(".")]
-    if held:
+    if held and not is_encrypted_folder(root):  # (another process may just have marked it)
         raise EncryptionConfigError(
             f"the blob folder {root} holds unencrypted blobs ({', '.join(sorted(held)[:3])}): "
             "encryption starts on an empty folder (see docs/keeping.md, Encryption at rest)"
