@@ -65,7 +65,9 @@ def test_round_trip_of_every_size(store: EncryptedFileBlobStore) -> None:
 
 
 def test_a_dicom_file_is_ciphertext_on_disk(store: EncryptedFileBlobStore) -> None:
-    data = make_instance(patient_name="Zhang^San=张^三", patient_id="ID-330102")
+    data = make_instance(
+        patient_name="Zhang^San=张^三", patient_id="ID-330102", charset="ISO_IR 192"
+    )
     key = key_of(data)
     store.put(key, data)
     raw = (store.root / key).read_bytes()

@@ -201,7 +201,9 @@ def test_frames_of_an_encrypted_file_store_are_served(tmp_path: Path, database_u
     disk."""
     dw = start_server(tmp_path, database_url, CLOUDFILM_BLOB_KEK=KEK)
     try:
-        ds = make_dataset(patient_name="Li^Si=李^四", patient_id="PID-ENC-1", size=200)
+        ds = make_dataset(
+            patient_name="Li^Si=李^四", patient_id="PID-ENC-1", charset="ISO_IR 192", size=200
+        )
         frames = [np.full((200, 200), 100 * (n + 1), dtype=np.int16) for n in range(5)]
         for n, f in enumerate(frames):
             f[n, :] = -n  # each frame its own bytes
