@@ -46,6 +46,11 @@ class Archive:
         """Study UID -> owning hospital pk: a study never changes hands, and every frame
         request asks."""
         self._listeners: list[Callable[[IngestResult], None]] = []
+        from cloudfilm.keeping.deletion import DeletionWatch
+
+        self.deletions = DeletionWatch(self)
+        """Drops the caches above (and DICOMweb's) when any process deleted studies."""
+        self.deletions.start()
 
     @cached_property
     def secret(self) -> bytes:
@@ -150,6 +155,7 @@ class Archive:
             mark_durable(self)
         except Exception:
             log.exception("could not record the index watermark at close")
+        self.deletions.stop()
         self.audit.close()
         self.blob_writer.shutdown(wait=True)
         self.blobs.close()

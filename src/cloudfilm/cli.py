@@ -266,6 +266,10 @@ def _register_optional() -> None:
 
     for group in (hospital, user, ae, gateway, keys):
         main.add_command(group)
+    from cloudfilm.keeping.retention_cli import export_command, retention, tier
+
+    for command in (retention, tier, export_command):  # retention, tiering, research export
+        main.add_command(command)
 
 
 _register_optional()

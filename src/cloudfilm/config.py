@@ -190,6 +190,24 @@ class Settings(BaseSettings):
     replica_retry_seconds: float = 5.0
     """Back-off after a failed copy; doubled per failure of that blob up to 10 minutes."""
 
+    # Retention, tiering and the research export (cloudfilm.keeping; docs/keeping.md).
+    retention_years: dict[str, int] = Field(
+        default_factory=lambda: {"inpatient": 30, "outpatient": 15, "emergency": 15}
+    )
+    """Years a study is kept by patient class (住院 30, 门急诊 15); a hospital's rules in
+    ``keeping_retention_rules`` override them; an unknown class gets the longest rule."""
+    cold_after_days: float = 0.0
+    """Studies whose last instance arrived longer ago move to the cold tier (0: never;
+    ``cloudfilm tier run`` does it, e.g. nightly from cron)."""
+    cold_storage_class: str = "GLACIER_IR"
+    """S3 storage class of the cold tier; one readable at once (``GLACIER_IR``,
+    ``STANDARD_IA``, OSS ``IA``): classes that need a restore are refused."""
+    cold_blob_url: str | None = None
+    """Folder stores: the cold tier's folder (``file:///path``), read after the hot one."""
+    export_stow_targets: list[str] = Field(default_factory=list)
+    """DICOMweb roots ``POST /api/export`` may send de-identified studies to by STOW-RS (the
+    command line may send anywhere); empty: the API only writes zips."""
+
     @classmethod
     def settings_customise_sources(
         cls,

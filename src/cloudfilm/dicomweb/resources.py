@@ -144,10 +144,11 @@ class RefCache:
 
     A viewer opening a CT asks for each instance's frames (and rendered images) one request at a
     time: the same few hundred rows, over and over. Under the ``keep-first`` and ``reject``
-    duplicate policies an instance row never changes once written (instances are never deleted
-    or moved), so it can be kept; under ``replace`` nothing is cached. Storing an instance evicts
-    its entry anyway. The second miss in a series loads the whole series in one query (a viewer
-    is walking it), so a 300-slice series costs two index queries instead of 300.
+    duplicate policies an instance row never changes once written (a deletion of studies
+    makes every process drop this cache: keeping/deletion.py), so it can be kept; under
+    ``replace`` nothing is cached. Storing an instance evicts its entry anyway. The second
+    miss in a series loads the whole series in one query (a viewer is walking it), so a
+    300-slice series costs two index queries instead of 300.
     """
 
     SERIES_FILL_MAX = 5000
@@ -160,6 +161,12 @@ class RefCache:
         self._missed: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._lock = threading.Lock()
         archive.on_stored(self._stored)
+        archive.deletions.on_forget(self.forget)  # studies deleted (keeping/deletion.py)
+
+    def forget(self) -> None:
+        with self._lock:
+            self._refs.clear()
+            self._missed.clear()
 
     def _stored(self, result: Any) -> None:
         with self._lock:
@@ -259,6 +266,10 @@ class _OpenBlobs:
         self._open: OrderedDict[str, _OpenBlob] = OrderedDict()
         self._lock = threading.Lock()
 
+    def forget(self) -> None:
+        with self._lock:
+            self._open.clear()
+
     def peek(self, key: str) -> _OpenBlob | None:
         with self._lock:
             blob = self._open.get(key)
@@ -295,6 +306,9 @@ def read_range(archive: Archive, ref: InstanceRef, start: int, length: int) -> b
                 return os.pread(f.fileno(), length, start)
         if blobs is None:
             with _caches_lock:
-                blobs = _open_blobs.setdefault(archive, _OpenBlobs())
+                blobs = _open_blobs.get(archive)
+                if blobs is None:
+                    blobs = _open_blobs.setdefault(archive, _OpenBlobs())
+                    archive.deletions.on_forget(blobs.forget)  # deleted blobs' space
         blob = blobs.get(ref.blob_key, path)
     return os.pread(blob.fd, length, start)

@@ -8,10 +8,11 @@ only once the report is durable in the spool; ``AE`` when the message cannot be 
 spool cannot take it now: the sender resends), ``AR`` for another message type.
 
 Mapping (documented in docs/gateway.md): PID-3 patient ID, PID-5 name, PID-8 sex, PID-13 phone;
-OBR-18 accession number (else OBR-3 filler order number, else ORC-3), OBR-4 exam name, OBR-7
-exam date, OBR-24 modality, OBR-32 reporting doctor, ZDS-1 Study Instance UID; OBX text
-(TX/FT/ST) by LOINC 18782-3 / label 所见 → findings, 19005-8 / 印象, 诊断 → impression; an
-OBX of type ED with a base64 PDF → the report's PDF.
+PV1-2 patient class (I, O, E…: the archive's retention goes by it); OBR-18 accession number
+(else OBR-3 filler order number, else ORC-3), OBR-4 exam name, OBR-7 exam date, OBR-24
+modality, OBR-32 reporting doctor, ZDS-1 Study Instance UID; OBX text (TX/FT/ST) by LOINC
+18782-3 / label 所见 → findings, 19005-8 / 印象, 诊断 → impression; an OBX of type ED with a
+base64 PDF → the report's PDF.
 """
 
 from __future__ import annotations
@@ -112,6 +113,8 @@ def report_of(message: hl7.Message) -> tuple[dict[str, str], bytes | None]:
             fields["patient_name"] = _person(_field(seg, 5))
             fields["patient_sex"] = _text(_field(seg, 8))
             fields["phone"] = _component(_field(seg, 13), 1)
+        elif name == "PV1":  # the archive's retention rules go by it (keeping.retention)
+            fields["patient_class"] = _component(_field(seg, 2), 1)
         elif name == "ORC":
             fields.setdefault("accession_number", _component(_field(seg, 3), 1))
         elif name == "OBR":

@@ -69,6 +69,10 @@ def create_app(archive: Archive, *, background: bool = True) -> FastAPI:
     # persons, consent, similar exams, the imaging index feed, IHE IID
     install_regional(app, archive, background=background)
 
+    from cloudfilm.keeping import export_api
+
+    app.include_router(export_api.router)  # POST /api/export: the de-identified export
+
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:
         return {"status": "ok"}

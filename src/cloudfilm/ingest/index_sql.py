@@ -40,6 +40,9 @@ _EXISTS = "SELECT pk FROM instances WHERE sop_uid = ?"
 _BUMP_SERIES = (
     "UPDATE series SET num_instances = num_instances + ?, size_bytes = size_bytes + ? WHERE pk = ?"
 )
+_BUMP_CHECKED = _BUMP_SERIES + " AND series_uid = ? AND study_pk = ?"
+"""With a cached series pk: zero rows changed means the cache is stale (the study was deleted,
+and SQLite may have given the pk to another series since; keeping/deletion.py)."""
 _BUMP_STUDY = (
     "UPDATE studies SET num_instances = num_instances + ?, num_series = num_series + ?, "
     "size_bytes = size_bytes + ?, last_instance_at = ? WHERE pk = ?"
@@ -51,6 +54,10 @@ _ENQUEUE_REPLICA = (
 )
 """A new blob for the second copy (keeping/replica.py), in the instance's own transaction: a
 commit that is lost loses both, and recovery re-indexing queues it again."""
+
+
+class StaleSeries(Exception):
+    """A cached series pk that no longer names its series (its study was deleted)."""
 
 
 class HotStatements:
@@ -85,9 +92,20 @@ class HotStatements:
         count: int,
         now: datetime,
         new_series: bool,
+        series_uid: str | None = None,
     ) -> None:
-        """Counters move by SQL increments so concurrent writers never lose one."""
-        self.cursor.execute(self._sql(_BUMP_SERIES), (count, size, series_pk))
+        """Counters move by SQL increments so concurrent writers never lose one.
+
+        ``series_uid``: the pks came from the process's cache; raises :class:`StaleSeries`
+        (the transaction is then rolled back and retried afresh) when they no longer name it."""
+        if series_uid is None:
+            self.cursor.execute(self._sql(_BUMP_SERIES), (count, size, series_pk))
+        else:
+            self.cursor.execute(
+                self._sql(_BUMP_CHECKED), (count, size, series_pk, series_uid, study_pk)
+            )
+            if self.cursor.rowcount == 0:
+                raise StaleSeries(series_uid)
         self.cursor.execute(
             self._sql(_BUMP_STUDY),
             (count, 1 if new_series else 0, size, self.timestamp(now), study_pk),

@@ -27,6 +27,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
 
 from cloudfilm.ingest.errors import Rejected, RejectReason
+from cloudfilm.keeping.retention import class_from_dataset
 
 _UID_RE = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 PIXEL_DATA = 0x7FE00010
@@ -270,6 +271,7 @@ def _extract_attributes(ds: Dataset, p: ParsedInstance) -> None:
         "description": _text(ds, "StudyDescription"),
         "referring_physician": _text(ds, "ReferringPhysicianName", 324),
         "institution_name": _text(ds, "InstitutionName"),
+        "patient_class": class_from_dataset(ds),  # a report's class replaces it (keeping/)
     }
     p.series = {
         "modality": _text(ds, "Modality", 16),

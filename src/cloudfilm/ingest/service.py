@@ -20,8 +20,9 @@ from sqlalchemy.orm import Session
 
 from cloudfilm.accounts.hospitals import blob_tag
 from cloudfilm.ingest.errors import Rejected, RejectReason
-from cloudfilm.ingest.index_sql import HotStatements
+from cloudfilm.ingest.index_sql import HotStatements, StaleSeries
 from cloudfilm.ingest.parse import ParsedInstance, parse_instance
+from cloudfilm.keeping.deletion import was_deleted_elsewhere
 from cloudfilm.regional.identifiers import from_dataset
 from cloudfilm.regional.index_id import new_index_id
 from cloudfilm.regional.models import IndexChange
@@ -139,9 +140,10 @@ def _index_with_retries(
                 archive.series_pks.clear()
             archive.series_pks.update(fresh)  # only once committed
             break
-        except IntegrityError:
+        except (IntegrityError, StaleSeries):
             # Another writer created the same patient/study/series/instance between our check
-            # and our insert (PostgreSQL, or two processes on SQLite): read again and retry.
+            # and our insert (PostgreSQL, or two processes on SQLite), or the cached series
+            # was deleted (keeping/deletion.py): read again and retry.
             archive.series_pks.clear()
             if attempt == 4:
                 raise
@@ -218,11 +220,13 @@ def _index(
     # look-ups (the pks of a series seen before are cached in the process).
     cached = archive.series_pks.get(parsed.series_uid)
     new_series = False
+    checked: str | None = None
     if cached is None or cached[2] != hospital:
         series_pk, study_pk, new_series = _series_for(session, parsed, hospital, archive.secret)
         fresh[parsed.series_uid] = (series_pk, study_pk, hospital)
     else:
         series_pk, study_pk, _owner = cached
+        checked = parsed.series_uid  # the bump checks the cached pks still name it
     values = dict(
         sop_uid=parsed.sop_instance_uid,
         series_pk=series_pk,
@@ -235,10 +239,11 @@ def _index(
         received_at=now,
         **parsed.instance,
     )
+    # the bump first: with cached pks it checks they still name the series (StaleSeries)
+    hot.bump(series_pk, study_pk, size, 1, now, new_series, checked)
     hot.insert_instance(values)
     if archive.settings.replica_url:  # the second copy's queue (keeping/replica.py)
         hot.enqueue_replica(key, sha, now)
-    hot.bump(series_pk, study_pk, size, 1, now, new_series)
     return _result(parsed, "stored", size), None
 
 
@@ -261,6 +266,8 @@ def _series_for(
     ).scalar_one_or_none()
     if study is not None and study.hospital_pk != hospital:
         raise _other_hospital("Study Instance", parsed.study_uid)
+    if study is None and was_deleted_elsewhere(session, parsed.study_uid, hospital):
+        raise _other_hospital("Study Instance", parsed.study_uid)  # a study never changes hands
     if study is None:
         patient = _patient(session, parsed, hospital)
         study = Study(

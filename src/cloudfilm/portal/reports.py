@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.exc import IntegrityError
 
+from cloudfilm.keeping.retention import apply_report_class, normalize_class
 from cloudfilm.portal.keys import new_id
 from cloudfilm.portal.models import Report
 from cloudfilm.portal.persons import keys_json, link_report
@@ -73,6 +74,9 @@ class ReportFields:
     reporting_doctor: str = ""
     reviewing_doctor: str = ""
     report_time: str = ""
+    patient_class: str = ""
+    """``inpatient`` (住院, HL7 PV1-2 ``I``), ``outpatient`` (门诊, ``O``), ``emergency``
+    (急诊, ``E``) or ``checkup`` (体检): what the retention rules go by (keeping.retention)."""
 
     @classmethod
     def names(cls) -> list[str]:
@@ -237,6 +241,7 @@ def save_report(
     """Store a report of ``hospital`` (new, or a new version of one with the same keys) and
     match it to that hospital's study: an accession number means nothing across hospitals."""
     given = ReportFields(**{n: _storable(v) for n, v in vars(given).items()})
+    given.patient_class = normalize_class(given.patient_class)
     if not (given.study_uid or given.accession_number or given.exam_number):
         raise ReportError("a report needs study_uid, accession_number or exam_number to match")
     if given.study_uid and not _UID.match(given.study_uid):
@@ -287,6 +292,7 @@ def save_report(
         session.add(row)
         if matched:
             link_report(session, row)
+            apply_report_class(session, matched, row.patient_class)
         if matched:
             note_report(session, matched)  # the study changed: the index feed says so
         rekeyed = False
@@ -368,6 +374,7 @@ def match_waiting(archive: Archive) -> int:
                 row.study_uid = uid
                 found += 1
                 link_report(session, row)
+                apply_report_class(session, uid, row.patient_class)
                 note_report(session, uid)  # the study changed: the index feed says so
                 older = session.execute(
                     select(Report).where(

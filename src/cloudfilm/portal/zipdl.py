@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 import itertools
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -103,36 +103,57 @@ def _record(kind: str, **values: Any) -> Dataset:
 
 def dicomdir(entries: list[ZipEntry], facts: dict[str, str]) -> bytes:
     """A DICOMDIR (PS3.10 basic directory) for the entries: patient / study / series / image."""
-    patient = _record("PATIENT", PatientID=facts["PatientID"], PatientName=facts["PatientName"])
-    study = _record(
-        "STUDY", StudyDate=facts["StudyDate"], StudyTime=facts["StudyTime"],
-        StudyDescription=facts["StudyDescription"], StudyInstanceUID=facts["StudyInstanceUID"],
-        StudyID=facts["StudyID"], AccessionNumber=facts["AccessionNumber"],
-    )  # fmt: skip
-    records: list[Dataset] = [patient, study]
-    children: dict[int, list[int]] = {0: [1], 1: []}
-    current_series: str | None = None
-    series_index = -1
-    for e in entries:
-        if e.series_uid != current_series:
-            current_series = e.series_uid
-            series = _record(
-                "SERIES", Modality=e.modality or "OT", SeriesInstanceUID=e.series_uid,
-                SeriesNumber=e.series_number or 0,
-            )  # fmt: skip
-            records.append(series)
-            series_index = len(records) - 1
-            children[1].append(series_index)
-            children[series_index] = []
-        image = _record(
-            "IMAGE", ReferencedFileID=e.arcname.split("/"),
-            ReferencedSOPClassUIDInFile=e.sop_class_uid,
-            ReferencedSOPInstanceUIDInFile=e.sop_uid,
-            ReferencedTransferSyntaxUIDInFile=e.transfer_syntax_uid,
-            InstanceNumber=e.instance_number or 0,
+    return dicomdir_of([(facts, entries)])
+
+
+def dicomdir_of(studies: list[tuple[dict[str, str], list[ZipEntry]]]) -> bytes:
+    """A DICOMDIR of several studies (``facts`` as :func:`study_entries` gives them, and their
+    entries); studies with the same PatientID share one patient record (the research export
+    writes many studies to one zip)."""
+    records: list[Dataset] = []
+    children: dict[int, list[int]] = {}
+    patients: dict[str, int] = {}
+    roots: list[int] = []
+    for facts, entries in studies:
+        if facts["PatientID"] not in patients:
+            patients[facts["PatientID"]] = len(records)
+            roots.append(len(records))
+            children[len(records)] = []
+            records.append(
+                _record("PATIENT", PatientID=facts["PatientID"], PatientName=facts["PatientName"])
+            )
+        study = _record(
+            "STUDY", StudyDate=facts["StudyDate"], StudyTime=facts["StudyTime"],
+            StudyDescription=facts["StudyDescription"],
+            StudyInstanceUID=facts["StudyInstanceUID"], StudyID=facts["StudyID"],
+            AccessionNumber=facts["AccessionNumber"],
         )  # fmt: skip
-        records.append(image)
-        children[series_index].append(len(records) - 1)
+        study_index = len(records)
+        records.append(study)
+        children[patients[facts["PatientID"]]].append(study_index)
+        children[study_index] = []
+        current_series: str | None = None
+        series_index = -1
+        for e in entries:
+            if e.series_uid != current_series:
+                current_series = e.series_uid
+                series = _record(
+                    "SERIES", Modality=e.modality or "OT", SeriesInstanceUID=e.series_uid,
+                    SeriesNumber=e.series_number or 0,
+                )  # fmt: skip
+                records.append(series)
+                series_index = len(records) - 1
+                children[study_index].append(series_index)
+                children[series_index] = []
+            image = _record(
+                "IMAGE", ReferencedFileID=e.arcname.split("/"),
+                ReferencedSOPClassUIDInFile=e.sop_class_uid,
+                ReferencedSOPInstanceUIDInFile=e.sop_uid,
+                ReferencedTransferSyntaxUIDInFile=e.transfer_syntax_uid,
+                InstanceNumber=e.instance_number or 0,
+            )  # fmt: skip
+            records.append(image)
+            children[series_index].append(len(records) - 1)
 
     ds = Dataset()
     ds.FileSetID = "CLOUDFILM"
@@ -158,8 +179,10 @@ def dicomdir(entries: list[ZipEntry], facts: dict[str, str]) -> bytes:
             records[parent].OffsetOfReferencedLowerLevelDirectoryEntity = tells[kids[0]]
         for a, b in itertools.pairwise(kids):
             records[a].OffsetOfTheNextDirectoryRecord = tells[b]
-    ds.OffsetOfTheFirstDirectoryRecordOfTheRootDirectoryEntity = tells[0]
-    ds.OffsetOfTheLastDirectoryRecordOfTheRootDirectoryEntity = tells[0]
+    for a, b in itertools.pairwise(roots):  # the patients, one after the other
+        records[a].OffsetOfTheNextDirectoryRecord = tells[b]
+    ds.OffsetOfTheFirstDirectoryRecordOfTheRootDirectoryEntity = tells[roots[0]]
+    ds.OffsetOfTheLastDirectoryRecordOfTheRootDirectoryEntity = tells[roots[-1]]
     out = _save(ds)
     assert len(out) == len(first)
     return out
@@ -194,20 +217,37 @@ class _Sink:
         return out
 
 
-def stream_zip(archive: Archive, entries: list[ZipEntry], facts: dict[str, str]) -> Iterator[bytes]:
-    """Yield the zip in pieces of about a megabyte; only one piece is in memory at a time."""
+def stream_zip(
+    archive: Archive | None,
+    entries: list[ZipEntry],
+    facts: dict[str, str] | None,
+    *,
+    directory: bytes | None = None,
+    read: Callable[[ZipEntry], Iterator[bytes]] | None = None,
+    extra: dict[str, bytes] | None = None,
+) -> Iterator[bytes]:
+    """Yield the zip in pieces of about a megabyte; only one piece is in memory at a time.
+
+    The research export (keeping/export.py) passes its own ``directory`` (a DICOMDIR of many
+    studies), ``read`` (its de-identified files instead of the blobs) and ``extra`` files."""
     sink = _Sink()
     with zipfile.ZipFile(sink, mode="w", compression=zipfile.ZIP_STORED) as zf:  # type: ignore[arg-type]
-        zf.writestr("DICOMDIR", dicomdir(entries, facts))
+        if directory is None:
+            directory = dicomdir(entries, facts or {})
+        zf.writestr("DICOMDIR", directory)
         yield sink.take()
         for e in entries:
             info = zipfile.ZipInfo(e.arcname, date_time=(2000, 1, 1, 0, 0, 0))
             info.file_size = e.size
             with zf.open(info, "w", force_zip64=e.size > 0x7FFFFFFF) as out:
-                for chunk in archive.blobs.open_stream(e.blob_key):
+                assert read is not None or archive is not None
+                chunks = read(e) if read is not None else archive.blobs.open_stream(e.blob_key)  # type: ignore[union-attr]
+                for chunk in chunks:
                     out.write(chunk)
                     if sink.size >= CHUNK:
                         yield sink.take()
             if sink.size >= CHUNK:
                 yield sink.take()
+        for name, data in (extra or {}).items():
+            zf.writestr(name, data)
     yield sink.take()

@@ -365,6 +365,9 @@ def open_blob_store(settings: Settings) -> BlobStore:
         write_args=write_args,
         keys=keys,
     )
+    from cloudfilm.keeping.tiering import with_cold_tier
+
+    store = with_cold_tier(store, settings, keys)  # the cold folder (cold_blob_url), if any
     if settings.replica_url:
         from cloudfilm.storage.replicated import ReplicatedBlobStore
 

@@ -76,14 +76,20 @@ def _reindex_missing(archive: Archive, keys: list[str]) -> int:
         return 0
     from cloudfilm.accounts.hospitals import hospital_of_tag
     from cloudfilm.ingest import Rejected
+    from cloudfilm.keeping.deletion import deleted_keys
 
     with archive.db.read() as session:
         known = set(
             session.execute(select(Instance.blob_key).where(Instance.blob_key.in_(keys))).scalars()
         )
+        # a deletion's leftovers (its blobs go after its index commit) never come back
+        gone = deleted_keys(session, [k for k in keys if k not in known])
     count = 0
     for key in keys:
         if key in known:
+            continue
+        if key in gone:
+            archive.blobs.delete(key)
             continue
         try:
             owner = hospital_of_tag(archive.db, key_owner(key))

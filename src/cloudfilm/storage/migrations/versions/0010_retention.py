@@ -23,10 +23,11 @@ def upgrade() -> None:
         sa.Column("blob_key", sa.String(256), nullable=False, server_default=""),
     )
     op.add_column(
-        "reports", sa.Column("patient_class", sa.String(16), nullable=False, server_default="")
+        "portal_reports",
+        sa.Column("patient_class", sa.String(16), nullable=False, server_default=""),
     )
 
 
 def downgrade() -> None:
-    op.drop_column("reports", "patient_class")
+    op.drop_column("portal_reports", "patient_class")
     op.drop_column("keeping_tombstones", "blob_key")
