@@ -43,6 +43,7 @@ NAV: tuple[NavItem, ...] = (
     NavItem("/console/admin/users", "console.nav_users", "admin", "admin"),
     NavItem("/console/admin/aes", "console.nav_aes", "admin", "admin"),
     NavItem("/console/admin/tokens", "console.nav_tokens", "admin", "admin"),
+    NavItem("/console/admin/fixity", "console.nav_fixity", "admin", "admin"),
     NavItem("/console/admin/retention", "console.nav_retention", "admin", "admin"),
     NavItem("/console/admin/hospitals", "console.nav_hospitals", "operator", "admin"),
 )

@@ -76,6 +76,7 @@ TEXTS: dict[str, tuple[str, str]] = {
     "console.nav_aes": ("AE", "AE titles"),
     "console.nav_tokens": ("令牌", "Tokens"),
     "console.nav_hospitals": ("医院", "Hospitals"),
+    "console.nav_fixity": ("完整性校验", "Fixity"),
     "console.nav_retention": ("保存期限", "Retention"),
     # administration
     "console.pick_hospital": ("医院", "Hospital"),

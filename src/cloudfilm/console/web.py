@@ -34,6 +34,7 @@ PAGES = (
     "cloudfilm.console.admin",
     "cloudfilm.console.data_pages",
     "cloudfilm.console.pages_regional",
+    "cloudfilm.console.pages_fixity",
     "cloudfilm.console.pages_retention",
 )
 """Modules with a ``router`` of console pages, included in this order."""

@@ -68,6 +68,10 @@ def create_app(archive: Archive, *, background: bool = True) -> FastAPI:
 
     # persons, consent, similar exams, the imaging index feed, IHE IID
     install_regional(app, archive, background=background)
+    from cloudfilm.keeping.workers import install_keeping_workers
+
+    # the fixity verifier and the replica copier (serve only, under leases)
+    install_keeping_workers(app, archive, background=background)
 
     from cloudfilm.keeping import export_api
 
