@@ -266,6 +266,10 @@ def _register_optional() -> None:
 
     for group in (hospital, user, ae, gateway, keys):
         main.add_command(group)
+    from cloudfilm.keeping.cli import index, replicate, verify
+
+    for command in (verify, replicate, index):  # fixity, the second copy, index rebuild
+        main.add_command(command)
     from cloudfilm.keeping.retention_cli import export_command, retention, tier
 
     for command in (retention, tier, export_command):  # retention, tiering, research export

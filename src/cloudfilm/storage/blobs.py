@@ -170,7 +170,8 @@ class FileBlobStore:
         base = self._path(prefix.rstrip("/"))
         if not base.exists():
             return
-        for dirpath, _dirs, files in os.walk(base):
+        for dirpath, dirs, files in os.walk(base):
+            dirs.sort()  # hour folders oldest first: the order blobs were written in
             for name in files:
                 p = Path(dirpath) / name
                 with contextlib.suppress(FileNotFoundError):

@@ -62,16 +62,18 @@ def reconcile(archive: Archive) -> int:
             continue
         pending.append(key)
         if len(pending) >= 500:
-            recovered += _reindex_missing(archive, pending)
+            recovered += reindex_missing(archive, pending)
             pending = []
-    recovered += _reindex_missing(archive, pending)
+    recovered += reindex_missing(archive, pending)
     if recovered:
         log.warning("re-indexed %d instance(s) whose index rows were lost", recovered)
     mark_durable(archive)
     return recovered
 
 
-def _reindex_missing(archive: Archive, keys: list[str]) -> int:
+def reindex_missing(archive: Archive, keys: list[str]) -> int:
+    """Index the blobs among ``keys`` that have no index row, through the one ingest path
+    (``cloudfilm index rebuild`` uses it too). Returns how many were indexed."""
     if not keys:
         return 0
     from cloudfilm.accounts.hospitals import hospital_of_tag
