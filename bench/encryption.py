@@ -79,6 +79,7 @@ def _frames(
 def _serve(label: str, env: dict[str, str], files: list[Path], rounds: int) -> dict[str, Any]:
     data_dir = WORK / "encryption" / label
     shutil.rmtree(data_dir, ignore_errors=True)
+    os.environ.update(env)  # `cloudfilm token create` opens the same (encrypted) store
     server = start_cloudfilm(data_dir, env=env)
     try:
         token = create_token(server, None)
@@ -106,6 +107,8 @@ def _serve(label: str, env: dict[str, str], files: list[Path], rounds: int) -> d
         return result
     finally:
         server.stop()
+        for k in env:
+            os.environ.pop(k, None)
 
 
 def _store_alone(files: list[Path], n: int = 2000) -> dict[str, Any]:

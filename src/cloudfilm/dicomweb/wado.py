@@ -310,10 +310,12 @@ def _frames(
 def _servable_inline(
     request: Request, archive: Archive, ref: InstanceRef, numbers: list[int]
 ) -> bool:
-    """Native frames cut from a local file by byte range: no decoding, no index."""
-    if (
-        ref.transfer_syntax_uid not in BYTE_RANGE_OK
-        or archive.blobs.local_path(ref.blob_key) is None
+    """Native frames cut from a local file by byte range: no decoding, no index. An encrypted
+    folder qualifies too (``ranges_inline``: a pread and ~0.15 ms of AES-GCM per 512 KiB
+    frame, less than the thread hop it saves; bench/encryption.py)."""
+    if ref.transfer_syntax_uid not in BYTE_RANGE_OK or (
+        archive.blobs.local_path(ref.blob_key) is None
+        and not getattr(archive.blobs, "ranges_inline", False)
     ):
         return False
     chooser = frame_chooser(request.headers.get("accept"), single_allowed=len(numbers) == 1)

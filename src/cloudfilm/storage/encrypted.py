@@ -367,6 +367,10 @@ class EncryptedFileBlobStore(FileBlobStore):
         finally:
             os.close(fd)
 
+    ranges_inline = True
+    """Range reads never wait on a network: the frames endpoint may serve them on its event
+    loop (dicomweb/wado.py), as it does a plain file's pread."""
+
     def local_path(self, key: str) -> Path | None:
         return None  # the file is ciphertext
 
