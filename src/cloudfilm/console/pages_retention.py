@@ -11,6 +11,7 @@ admin's name, which is also what the deletion records as "approved by" and "dele
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Request
@@ -98,6 +99,7 @@ add_texts(
         ),
     }
 )
+_UID = re.compile(r"^[0-9.]{1,64}$")
 DONE = ("done_scan", "done_approve", "done_delete", "done_hold", "done_release")
 
 
@@ -171,7 +173,7 @@ def retention_approve(
     view = admin_view(request, csrf)
     target = _target(request, view, hospital)
     archive = archive_of(request)
-    uids = list(study_uid)
+    uids = [u for u in study_uid if _UID.match(u)]
     if all_listed:
         uids = [d.study_uid for d in pending_list(archive, target.pk) if d.status == "listed"]
     for uid in uids:  # each study's approval is its own decision in the audit trail
@@ -202,10 +204,15 @@ def retention_hold(
 ) -> Response:
     view = admin_view(request, csrf)
     target = _target(request, view, hospital)
-    guard(request, view, target.pk, study_uid.strip()[:64] or "retention", "console: legal hold")
+    what = study_uid.strip() if _UID.match(study_uid.strip()) else "retention"
+    guard(request, view, target.pk, what, "console: legal hold")
     try:
         if not reason.strip() or bool(study_uid.strip()) == bool(patient_id.strip()):
             raise ValueError("study or patient, and a reason")
+        if study_uid.strip() and not _UID.match(study_uid.strip()):
+            raise ValueError("not a UID")
+        if "\x00" in reason + patient_id or len(patient_id) > 64:
+            raise ValueError("not a Patient ID or reason")
         place_hold(
             archive_of(request), target.pk, by=view.principal.label, reason=reason.strip(),
             study_uid=study_uid.strip() or None, patient_id=patient_id.strip() or None,

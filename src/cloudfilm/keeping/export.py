@@ -86,13 +86,15 @@ def find_studies(
         level="STUDY", keys=dict(keys), limit=limit, allowed_studies=decision.studies,
         hospital=decision.hospital, also_studies=decision.also,
     )  # fmt: skip
+    from sqlalchemy.exc import DBAPIError
+
     from cloudfilm.storage.query import QueryError
 
     try:
         with archive.db.read() as session:
             result = run_query(session, q)
-    except QueryError as exc:
-        raise ExportError(str(exc)) from exc
+    except (QueryError, OverflowError, DBAPIError) as exc:  # e.g. a number past 64 bits
+        raise ExportError(f"the query cannot be run: {str(exc).splitlines()[0][:200]}") from exc
     if result.unsupported:
         raise ExportError(f"cannot match on: {', '.join(result.unsupported)}")
     return [r["StudyInstanceUID"] for r in result.rows]

@@ -13,11 +13,11 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter
 from fastapi.responses import FileResponse, JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StringConstraints
 from starlette.background import BackgroundTask
 
 from cloudfilm.access import Action
@@ -29,17 +29,23 @@ from cloudfilm.keeping.export import ExportError, StowSink, ZipSink, export, fin
 router = APIRouter(prefix="/api", tags=["keeping"])
 
 
+UID = Annotated[str, StringConstraints(pattern=r"^[0-9.]{1,64}$")]
+KEYWORD = Annotated[str, StringConstraints(pattern=r"^[A-Za-z]{1,64}$")]
+VALUE = Annotated[str, StringConstraints(max_length=256, pattern=r"^[^\x00]*$")]
+
+
 class ExportIn(BaseModel):
-    query: dict[str, str] = Field(default_factory=dict, max_length=32)
+    query: dict[KEYWORD, VALUE] = Field(default_factory=dict, max_length=32)
     """QIDO-RS study matching keys by keyword, e.g. ``{"StudyDate": "20200101-20201231",
     "ModalitiesInStudy": "CT"}``."""
-    study_uids: list[str] = Field(default_factory=list, max_length=10_000)
+    study_uids: list[UID] = Field(default_factory=list, max_length=10_000)
     modified_dates: bool = False
     clean_descriptors: bool = False
-    project: str = Field(default="default", min_length=1, max_length=64)
+    project: str = Field(default="default", pattern=r"^[A-Za-z0-9._-]{1,64}$")
+    """Pseudonyms are per project (letters, digits, ``._-``)."""
     include_burned_in: bool = False
-    stow_url: str | None = None
-    stow_token: str | None = None
+    stow_url: str | None = Field(default=None, max_length=2048)
+    stow_token: str | None = Field(default=None, max_length=4096, pattern=r"^[\x21-\x7e]*$")
 
 
 @router.post("/export", summary="De-identified research export (zip, or STOW-RS)")
