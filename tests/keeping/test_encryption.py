@@ -312,3 +312,23 @@ def test_the_encrypted_suite_switch_is_on_when_asked(archive: Archive) -> None:
     run of the DICOMweb/ingest/DIMSE/portal suites then proves them on an encrypted store)."""
     on = os.environ.get("CLOUDFILM_TEST_BLOB_ENCRYPTION") == "1"
     assert isinstance(archive.blobs, EncryptedFileBlobStore) == on
+
+
+def test_writing_a_damaged_blob_again_heals_it(store: EncryptedFileBlobStore) -> None:
+    """A re-sent instance (or the fixity repair's put from the replica's copy) replaces a
+    damaged file; an intact one is left as it is."""
+    data = os.urandom(2 * CHUNK + 1)
+    key = key_of(data)
+    store.put(key, data)
+    path = store.root / key
+    inode = path.stat().st_ino
+    store.put(key, data)
+    assert path.stat().st_ino == inode  # intact: not written again
+    raw = bytearray(path.read_bytes())
+    raw[HEADER + CHUNK + 100] ^= 0x80
+    path.write_bytes(bytes(raw))
+    with pytest.raises(BlobDamaged):
+        store.get(key)
+    store.put(key, data)
+    assert path.stat().st_ino != inode
+    assert store.get(key) == data

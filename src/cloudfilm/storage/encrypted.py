@@ -1,33 +1,22 @@
 """Envelope encryption of the file store: AES-256-GCM in 64 KiB chunks, one data key per blob.
 
-Why this shape:
+Why this shape (docs/keeping.md, Encryption at rest, says more):
 
-- **A random data key per blob, wrapped by a KEK** (AES key wrap, RFC 3394): rotating the KEK
-  rewrites the 40-byte wrapped key in each file's header, never the images (30 years of images
-  are not re-encrypted because a key was replaced).
-- **Chunks, each its own GCM nonce** (the blob's random 8-byte prefix + the chunk index): a
-  frame is a byte range of the plaintext, so a range read decrypts only the chunks it touches
-  (a 512×512 CT frame: nine of them) instead of the whole instance.
-- **Each chunk authenticates its place**: the associated data is the header's fixed fields (so
-  the plaintext length, and with it truncation), the blob key (a file copied over another
-  blob's name fails) and the chunk index (chunks cannot be reordered). A flipped bit is an
-  error (:class:`BlobDamaged`), never other bytes. An empty blob still has one (empty) chunk,
-  so even its length is authenticated.
-- **The plaintext is what was received**: decryption gives back the received bytes exactly;
-  the key (and so the SHA-256 in it) is of the plaintext, as in the plain store.
+- a random data key per blob, wrapped by a KEK (AES key wrap, RFC 3394): rotating the KEK
+  rewrites 40 bytes of each header, never the images;
+- chunks with their own GCM nonce (the blob's random prefix + the chunk index): a frame is a
+  byte range of the plaintext, and a range read decrypts only the chunks it touches;
+- each chunk's associated data is the header's fixed fields, the blob key and the chunk index:
+  a flipped bit, a truncation, reordered chunks or another blob's file is an error
+  (:class:`BlobDamaged`), never other bytes (an empty blob still has one chunk);
+- the plaintext is exactly what was received (keys and SHA-256s are of it, as before).
 
-File layout (``HEADER`` bytes, then the chunks; chunk ``i`` at ``HEADER + i * (CHUNK + 16)``):
-
-====== ======================================================================================
-0      magic ``CFBLOBE1``, chunk size (u32), plaintext length (u64), nonce prefix (8 bytes)
-512    key slot A: generation (u32), KEK id (length u8 + 64 bytes), wrapped data key (40)
-1024   key slot B: the same (all zero when empty)
-====== ======================================================================================
-
-Two slots make rotation crash-safe without rewriting the file: the new wrap goes into the
-empty slot and is fsynced, checked, and only then is the old slot zeroed (and fsynced). At
-every moment one slot unwraps; an interrupted rotation is finished by the next run. A reader
-takes the highest generation whose KEK it has.
+Layout: ``HEADER`` bytes, then chunk ``i`` at ``HEADER + i * (CHUNK + 16)``. At 0: magic
+``CFBLOBE1``, chunk size (u32), plaintext length (u64), nonce prefix (8 bytes); at 512 and
+1024: key slots A and B, each a generation (u32), a KEK id (u8 length + 64 bytes) and the
+wrapped data key (40 bytes), all zero when empty. Rotation writes the new wrap into the empty
+slot, fsyncs and checks it, and only then zeroes the old one: one slot always unwraps, and an
+interrupted rotation is finished by the next run. Readers take the newest slot they can open.
 """
 
 from __future__ import annotations
@@ -61,6 +50,8 @@ MARKER = ".cloudfilm-encryption.json"
 instead of serving ciphertext as DICOM."""
 _FIXED = struct.Struct(">8sIQ8s")
 _SLOT = struct.Struct(">IB64s40s")
+_SCHEME = {"scheme": "cloudfilm envelope v1", "cipher": "AES-256-GCM", "chunk": CHUNK,
+           "wrap": "AES key wrap (RFC 3394)", "header": HEADER}  # fmt: skip
 _BATCH = 16
 """Chunks read and decrypted per step of a stream (1 MiB)."""
 
@@ -184,14 +175,29 @@ class EncryptedFileBlobStore(FileBlobStore):
 
     # -- writing ---------------------------------------------------------------------------
     def put(self, key: str, data: bytes) -> None:
+        """Write unless the blob is there *and* decrypts to ``data``: a re-sent instance costs
+        a decryption instead of a write, and a damaged file is replaced (so the fixity repair's
+        ``put`` heals it, where the plain store's size check would keep it)."""
         final = self._path(key)
         try:
-            if final.stat().st_size == ciphertext_size(len(data)):
+            if final.stat().st_size == ciphertext_size(len(data)) and self._holds(key, data):
                 return  # content-addressed: same key, same bytes
         except FileNotFoundError:
             pass
         self._forget(key)
         self._write(final, self._encrypt(key, data))
+
+    def _holds(self, key: str, data: bytes) -> bool:
+        self._forget(key)
+        pos, view = 0, memoryview(data)
+        try:
+            for part in self.open_stream(key):
+                if view[pos : pos + len(part)] != part:
+                    return False
+                pos += len(part)
+        except (BlobDamaged, KeyMissing):
+            return False
+        return pos == len(data)
 
     def _encrypt(self, key: str, data: bytes) -> Iterator[bytes]:
         data_key = AESGCM.generate_key(256)
@@ -235,12 +241,6 @@ class EncryptedFileBlobStore(FileBlobStore):
                 tmp.unlink()
             raise
         self._dir_sync.sync(final.parent)
-
-    def rewrite(self, key: str, data: bytes) -> None:
-        """Write the blob again even when a file of the right size is there (the fixity
-        repair of a damaged file: ``put`` would take it for the same content)."""
-        self._forget(key)
-        self._write(self._path(key), self._encrypt(key, data))
 
     def delete(self, key: str) -> None:
         self._forget(key)
@@ -482,17 +482,7 @@ def _check_folder(root: Path, *, encrypted: bool) -> None:
             "encryption starts on an empty folder (see docs/keeping.md, Encryption at rest)"
         )
     tmp = root / f"{MARKER}.{secrets.token_hex(4)}.part"
-    tmp.write_text(
-        json.dumps(
-            {
-                "scheme": "cloudfilm envelope v1",
-                "cipher": "AES-256-GCM",
-                "chunk": CHUNK,
-                "wrap": "AES key wrap (RFC 3394)",
-                "header": HEADER,
-            }
-        )
-    )
+    tmp.write_text(json.dumps(_SCHEME))
     os.replace(tmp, root / MARKER)
 
 
