@@ -122,6 +122,8 @@ class World:
     b_share: str
     b_film_token: str
     a_cookies: dict[str, str]
+    b_request: str
+    b_grant: str
 
 
 def _ingest_b(archive: Archive, hospital: int) -> None:
@@ -134,6 +136,30 @@ def _ingest_b(archive: Archive, hospital: int) -> None:
             ),
             hospital=hospital,
         )  # fmt: skip
+
+
+def _b_consent(archive: Archive, hospital: int) -> tuple[str, str]:
+    """B's patient is a person; a B doctor holds a pending request and a grant for them."""
+    from cloudfilm.regional import consent
+    from cloudfilm.regional.identifiers import national_id
+    from cloudfilm.regional.persons import link_patient
+    from cloudfilm.storage.models import Patient
+
+    with archive.db.write() as s:
+        patient = s.execute(select(Patient).where(Patient.patient_id == B_PATIENT)).scalar_one()
+        person = link_patient(s, archive.secret, patient, [national_id("11010519491231002X")],
+                              source="test").person_pk  # fmt: skip
+        assert person is not None
+        ask = consent.Ask("乙医院复查")
+        made = [
+            consent.new_request(s, archive.secret, person_pk=person, hospital_pk=hospital,
+                                requester="user:b-desk", requester_name="乙", ask=ask,
+                                mode="app")[0]
+            for _ in range(2)
+        ]  # fmt: skip
+        grant = consent.decide(s, made[1], approve=True, by="test")
+        assert grant is not None
+        return made[0].request_id, grant.grant_id
 
 
 @pytest.fixture(scope="module")
@@ -167,6 +193,7 @@ def world(module_db: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         register_ae(archive.db, 1, "A_MOD")
         register_ae(archive.db, b.pk, "B_MOD")
         link = film_link(archive, film)
+        b_request, b_grant = _b_consent(archive, b.pk)
     finally:
         archive.close()
     server = ServerProcess(data_dir=data, database_url=module_db)
@@ -177,6 +204,7 @@ def world(module_db: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
             server=server, a_token=a_token, operator_token=operator_token,
             operator_id=op.token_id, b_film=film.film_id, b_share=share.share_id,
             b_film_token=link.link.rsplit("/", 1)[1], a_cookies=cookies,
+            b_request=b_request, b_grant=b_grant,
         )  # fmt: skip
     finally:
         server.stop()
@@ -200,7 +228,7 @@ def _fill(path: str, world: World) -> str:
         "path": "7FE00010", "film_id": world.b_film, "share_id": world.b_share,
         "token": secrets.token_urlsafe(32), "lang": "en", "name": "portal.css",
         "file_path": "index.html", "user_id": "x", "pk": "1", "ae_pk": "1", "token_id": "x",
-        "code": "HOSP-B",
+        "code": "HOSP-B", "request_id": world.b_request, "grant_id": world.b_grant,
     }  # fmt: skip
 
     def one(m: re.Match[str]) -> str:
@@ -265,7 +293,7 @@ def _calls(http: httpx.Client, method: str, path: str, world: World) -> list[htt
     return [http.post(url, json=_json_body(world))]
 
 
-def _b_state(world: World) -> tuple[int, int]:
+def _b_state(world: World) -> tuple[int, int, str, bool]:
     archive = Archive(
         Settings(data_dir=world.server.data_dir, database_url=world.server.database_url)
     )
@@ -279,7 +307,15 @@ def _b_state(world: World) -> tuple[int, int]:
             reports = s.execute(
                 select(func.count()).select_from(Report).where(Report.study_uid == B_STUDY)
             ).scalar_one()
-        return instances, reports
+            from cloudfilm.regional.models import ConsentGrant, ConsentRequest
+
+            asked = s.execute(
+                select(ConsentRequest.status).where(ConsentRequest.request_id == world.b_request)
+            ).scalar_one()
+            revoked = s.execute(
+                select(ConsentGrant.revoked_at).where(ConsentGrant.grant_id == world.b_grant)
+            ).scalar_one()
+        return instances, reports, asked, revoked is None
     finally:
         archive.close()
 

@@ -110,7 +110,8 @@ def test_cloud_down_for_a_minute_and_the_gateway_killed_meanwhile(
     site.cloud.kill()  # the cloud goes away mid-upload
     stopped = time.monotonic()
     first.join()
-    status = site.gateway.wait_until(lambda s: s["uploading_state"] == "retrying", timeout=30)
+    # a request caught mid-way may wait out its timeout (120 s) before the gateway retries
+    status = site.gateway.wait_until(lambda s: s["uploading_state"] == "retrying", timeout=150)
     assert status["waiting_instances"] > 0
     site.gateway.kill()  # SIGKILL while instances wait and the cloud is away
     site.gateway.start()

@@ -17,7 +17,6 @@ from fastapi import APIRouter, Query, Request, Response
 
 from cloudfilm.access import Action
 from cloudfilm.dicomweb.resources import PREFIX, base_url
-from cloudfilm.http.params import INDEX_INT_MAX
 from cloudfilm.http.security import ArchiveDep, PrincipalDep
 from cloudfilm.regional.feed import MAX_LIMIT, feed_page, page_json
 
@@ -38,12 +37,17 @@ def wants_fhir(request: Request, fmt: str | None) -> bool:
     return "application/fhir+json" in request.headers.get("accept", "").lower()
 
 
+SEQ_MAX = 2**31 - 1
+"""``regional_index_changes.seq`` is a 32-bit INTEGER on PostgreSQL: a cursor past it is a
+400, not a 500 from the engine."""
+
+
 @router.get(PATH, summary="New and changed studies after a cursor (JSON or FHIR R4 Bundle)")
 def index_records(
     request: Request,
     archive: ArchiveDep,
     principal: PrincipalDep,
-    after: Annotated[int, Query(ge=0, le=INDEX_INT_MAX)] = 0,
+    after: Annotated[int, Query(ge=0, le=SEQ_MAX)] = 0,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 100,
     fmt: Annotated[str | None, Query(alias="_format", max_length=64)] = None,
 ) -> Response:
