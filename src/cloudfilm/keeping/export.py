@@ -237,6 +237,8 @@ def export(
         if head is None:
             continue
         patient_key = f"{head.hospital_pk}|{head.patient_id}|{head.issuer}"
+        # the study's own UIDs in one transaction, not one per instance
+        pseudonyms.get_many("uid", {uid, *(r.series_uid for r in rows), *(r.sop_uid for r in rows)})
         facts: dict[str, str] | None = None
         count = 0
         series_no: dict[str, int] = {}
@@ -314,7 +316,11 @@ def _study_rows(archive: Archive, study_uid: str) -> tuple[Any, list[Any]]:
         ).first()
         rows = session.execute(
             select(
-                Instance.sop_uid, Instance.blob_key, Series.series_number, Instance.instance_number
+                Instance.sop_uid,
+                Instance.blob_key,
+                Series.series_number,
+                Instance.instance_number,
+                Series.series_uid,
             )
             .join(Series, Instance.series_pk == Series.pk)
             .join(Study, Series.study_pk == Study.pk)
