@@ -1,13 +1,13 @@
 """What envelope encryption of the file store costs when frames are served.
 
 ``encryption_cost()`` runs one real ``cloudfilm serve`` (SQLite) on a plain folder and one on
-an encrypted folder (``CLOUDFILM_BLOB_KEK``), loads the demo's 300-slice 512×512 CT into each
-by STOW-RS, checks a frame of each against the original's pixel data, and then fetches all 300
-frames with 6 parallel requests (httpx threads, and curl as a client that is not the
-bottleneck), the Accept a viewer sends. Also: STOW-RS MB/s, one frame's sequential latency,
-the server's CPU per frame, and the store alone (``get_range`` of a 512 KiB frame in this
-process: pread vs decrypting the chunks it touches). Prints a table, saves JSON under
-bench/results/.
+an encrypted folder (``CLOUDFILM_BLOB_KEK``) at the same time, loads the demo's 300-slice
+512×512 CT into each by STOW-RS, checks frames of each against the original's pixel data, and
+then fetches all 300 frames with 6 parallel requests (httpx threads, and curl as a client that
+is not the bottleneck), the Accept a viewer sends, the two servers taking turns each round.
+Also: STOW-RS MB/s, one frame's sequential latency, the server's CPU per frame, and the store
+alone (``get_range`` of a 512 KiB frame in this process: pread vs decrypting the chunks it
+touches). Prints a table, saves JSON under bench/results/.
 
     .venv/bin/python bench/encryption.py [--rounds 5]
 """
@@ -22,6 +22,7 @@ import shutil
 import statistics
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import httpx
 import pydicom
 
-from bench.common import WORK, ct_files, save, start_cloudfilm
+from bench.common import WORK, Server, ct_files, save, start_cloudfilm
 from bench.web import (
     FRAMES_ACCEPT,
     check_frame,
@@ -47,68 +48,96 @@ from bench.web import (
 KEK = "bench-kek:" + base64.b64encode(hashlib.sha256(b"bench only").digest()).decode()
 
 
-def _frames(
-    root: str, headers: dict[str, str], urls: list[str], frame_bytes: int, rounds: int, pid: int
-) -> dict[str, Any]:
-    workdir = WORK / "encryption" / "curl"
-    workdir.mkdir(parents=True, exist_ok=True)
-    first = fetch_httpx(urls, headers, FRAMES_ACCEPT)
-    out: dict[str, Any] = {"first_pass_httpx_frames_per_s": round(len(urls) / first, 1)}
-    for client in ("httpx", "curl"):
-        secs = []
-        cpu = cpu_seconds(pid)
-        for _ in range(rounds):
-            if client == "httpx":
-                secs.append(fetch_httpx(urls, headers, FRAMES_ACCEPT))
-            else:
-                secs.append(fetch_curl(urls, headers, FRAMES_ACCEPT, workdir))
-        cpu = cpu_seconds(pid) - cpu
-        med = statistics.median(secs)
-        out[client] = {
-            "seconds": [round(s, 3) for s in secs],
-            "frames_per_s": round(len(urls) / med, 1),
-            "mb_per_s": round(frame_bytes / med / 1e6, 1),
-            "server_cpu_ms_per_frame": round(cpu / (rounds * len(urls)) * 1000, 3),
-            "load": load(),
-        }
-    with httpx.Client(headers={**headers, "Accept": FRAMES_ACCEPT}, timeout=60) as c:
-        out["one_frame_sequential"] = summarise(latencies(c, urls[150], 300))
-    return out
+@dataclass
+class _Side:
+    """One server of the comparison, loaded, with what its rounds measured."""
+
+    label: str
+    server: Server
+    headers: dict[str, str]
+    urls: list[str]
+    frame_bytes: int
+    result: dict[str, Any]
+    secs: dict[str, list[float]] = field(default_factory=lambda: {"httpx": [], "curl": []})
+    cpu: dict[str, float] = field(default_factory=lambda: {"httpx": 0.0, "curl": 0.0})
 
 
-def _serve(label: str, env: dict[str, str], files: list[Path], rounds: int) -> dict[str, Any]:
+def _start(label: str, env: dict[str, str], files: list[Path]) -> _Side:
     data_dir = WORK / "encryption" / label
     shutil.rmtree(data_dir, ignore_errors=True)
     os.environ.update(env)  # `cloudfilm token create` opens the same (encrypted) store
-    server = start_cloudfilm(data_dir, env=env)
     try:
+        server = start_cloudfilm(data_dir, env=env)
         token = create_token(server, None)
-        headers = {"Authorization": f"Bearer {token}"}
-        root = f"{server.http_url}/dicom-web"
-        blobs = [f.read_bytes() for f in files]
-        seconds, resp = stow(root, headers, blobs)
-        resp.raise_for_status()
-        first = [pydicom.dcmread(f) for f in files]
-        study, series = first[0].StudyInstanceUID, first[0].SeriesInstanceUID
-        urls = [
-            f"{root}/studies/{study}/series/{series}/instances/{ds.SOPInstanceUID}/frames/1"
-            for ds in first
-        ]
-        for i in (0, 150, len(urls) - 1):
-            check_frame(urls[i], headers, FRAMES_ACCEPT, bytes(first[i].PixelData))
-        frame_bytes = sum(len(ds.PixelData) for ds in first)
-        result = {
-            "stow_mb_per_s": round(sum(map(len, blobs)) / seconds / 1e6, 1),
-            **_frames(root, headers, urls, frame_bytes, rounds, server.proc.pid),
-        }
-        on_disk = sum(p.stat().st_size for p in (data_dir / "blobs").rglob("*.dcm"))
-        result["bytes_on_disk"] = on_disk
-        result["bytes_received"] = sum(map(len, blobs))
-        return result
     finally:
-        server.stop()
         for k in env:
             os.environ.pop(k, None)
+    try:
+        return _load(label, server, {"Authorization": f"Bearer {token}"}, files)
+    except BaseException:
+        server.stop()
+        raise
+
+
+def _load(label: str, server: Server, headers: dict[str, str], files: list[Path]) -> _Side:
+    data_dir = server.data_dir
+    root = f"{server.http_url}/dicom-web"
+    blobs = [f.read_bytes() for f in files]
+    seconds, resp = stow(root, headers, blobs)
+    resp.raise_for_status()
+    first = [pydicom.dcmread(f) for f in files]
+    study, series = first[0].StudyInstanceUID, first[0].SeriesInstanceUID
+    urls = [
+        f"{root}/studies/{study}/series/{series}/instances/{ds.SOPInstanceUID}/frames/1"
+        for ds in first
+    ]
+    for i in (0, 150, len(urls) - 1):
+        check_frame(urls[i], headers, FRAMES_ACCEPT, bytes(first[i].PixelData))
+    result = {
+        "stow_mb_per_s": round(sum(map(len, blobs)) / seconds / 1e6, 1),
+        "bytes_on_disk": sum(p.stat().st_size for p in (data_dir / "blobs").rglob("*.dcm")),
+        "bytes_received": sum(map(len, blobs)),
+    }
+    frame_bytes = sum(len(ds.PixelData) for ds in first)
+    return _Side(label, server, headers, urls, frame_bytes, result)
+
+
+def _round(side: _Side, client: str) -> None:
+    workdir = WORK / "encryption" / f"curl-{side.label}"
+    workdir.mkdir(parents=True, exist_ok=True)
+    cpu = cpu_seconds(side.server.proc.pid)
+    if client == "httpx":
+        side.secs[client].append(fetch_httpx(side.urls, side.headers, FRAMES_ACCEPT))
+    else:
+        side.secs[client].append(fetch_curl(side.urls, side.headers, FRAMES_ACCEPT, workdir))
+    side.cpu[client] += cpu_seconds(side.server.proc.pid) - cpu
+
+
+def _compare(sides: list[_Side], rounds: int) -> None:
+    """Both servers run at once and take turns (the order swapped each round), so the load
+    other programs put on the machine falls on both alike."""
+    for side in sides:
+        first = fetch_httpx(side.urls, side.headers, FRAMES_ACCEPT)
+        side.result["first_pass_httpx_frames_per_s"] = round(len(side.urls) / first, 1)
+    for r in range(rounds):
+        for client in ("httpx", "curl"):
+            for side in sides if r % 2 == 0 else sides[::-1]:
+                _round(side, client)
+    for side in sides:
+        for client, secs in side.secs.items():
+            med = statistics.median(secs)
+            side.result[client] = {
+                "seconds": [round(x, 3) for x in secs],
+                "frames_per_s": round(len(side.urls) / med, 1),
+                "mb_per_s": round(side.frame_bytes / med / 1e6, 1),
+                "server_cpu_ms_per_frame": round(
+                    side.cpu[client] / (rounds * len(side.urls)) * 1000, 3
+                ),
+                "load": load(),
+            }
+        accept = {**side.headers, "Accept": FRAMES_ACCEPT}
+        with httpx.Client(headers=accept, timeout=60) as c:
+            side.result["one_frame_sequential"] = summarise(latencies(c, side.urls[150], 300))
 
 
 def _store_alone(files: list[Path], n: int = 2000) -> dict[str, Any]:
@@ -143,14 +172,22 @@ def encryption_cost(rounds: int = 5) -> dict[str, Any]:
     files = ct_files()
     for k in ("CLOUDFILM_BLOB_KEK", "CLOUDFILM_BLOB_KEK_FILE", "CLOUDFILM_BLOB_KEK_PREVIOUS"):
         os.environ.pop(k, None)  # the plain server must be plain
-    result = {
+    result: dict[str, Any] = {
         "when": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "cores": os.cpu_count(),
         "instances": len(files),
         "store_alone": _store_alone(files),
-        "plain": _serve("plain", {}, files, rounds),
-        "encrypted": _serve("encrypted", {"CLOUDFILM_BLOB_KEK": KEK}, files, rounds),
     }
+    sides: list[_Side] = []
+    try:
+        sides.append(_start("plain", {}, files))
+        sides.append(_start("encrypted", {"CLOUDFILM_BLOB_KEK": KEK}, files))
+        _compare(sides, rounds)
+    finally:
+        for side in sides:
+            side.server.stop()
+    for side in sides:
+        result[side.label] = side.result
     return result
 
 
