@@ -94,9 +94,9 @@ class Options:
 
     @property
     def method(self) -> str:
-        names = ["PS3.15 E.1 Basic Application Confidentiality Profile"]
-        names += [OPTION_CODES[n][1] for n in self.selected]
-        return "; ".join(names)[:64]
+        """De-identification Method (LO, 64 characters; the code sequence has the full names)."""
+        short = {"modified_dates": "Modified Dates", "clean_descriptors": "Clean Descriptors"}
+        return ", ".join(["PS3.15 E.1-1 Basic Profile", *(short[n] for n in self.selected)])
 
 
 def row_of(tag: int) -> Row | None:
