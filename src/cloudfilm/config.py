@@ -197,8 +197,10 @@ class Settings(BaseSettings):
     """Years a study is kept by patient class (住院 30, 门急诊 15); a hospital's rules in
     ``keeping_retention_rules`` override them; an unknown class gets the longest rule."""
     cold_after_days: float = 0.0
-    """Studies whose last instance arrived longer ago move to the cold tier (0: never;
-    ``cloudfilm tier run`` does it, e.g. nightly from cron)."""
+    """Studies whose last instance arrived longer ago move to the cold tier (0: never): ``serve``
+    checks every ``tier_interval_seconds``; ``cloudfilm tier run`` does it by hand."""
+    tier_interval_seconds: float = 3600.0
+    """How often ``serve`` looks for studies to move (with ``cold_after_days`` set)."""
     cold_storage_class: str = "GLACIER_IR"
     """S3 storage class of the cold tier; one readable at once (``GLACIER_IR``,
     ``STANDARD_IA``, OSS ``IA``): classes that need a restore are refused."""

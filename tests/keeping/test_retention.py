@@ -297,6 +297,40 @@ def test_cold_folder_study_still_opens_through_dicomweb(tmp_path: Path, database
         server.stop()
 
 
+def test_serve_moves_old_studies_to_the_cold_folder_by_itself(
+    tmp_path: Path, database_url: str
+) -> None:
+    cold = tmp_path / "cold"
+    env = {
+        "CLOUDFILM_COLD_BLOB_URL": cold.as_uri(),
+        "CLOUDFILM_COLD_AFTER_DAYS": str(2 / 86400),  # two seconds, for the test
+        "CLOUDFILM_TIER_INTERVAL_SECONDS": "0.5",
+    }
+    server = ServerProcess(data_dir=tmp_path / "data", database_url=database_url, env_extra=env)
+    server.start()
+    try:
+        db = Database(database_url)
+        _info, token = create_token(db, "t", "read,write", hospital=1)
+        db.dispose()
+        ds = make_dataset(size=32, fill=9)
+        headers = {"Authorization": f"Bearer {token}"}
+        with httpx.Client(base_url=server.http_url, headers=headers, timeout=60) as http:
+            assert stow(http, [to_bytes(ds)]).status_code == 200
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and not list(cold.rglob("*.dcm")):
+                time.sleep(0.2)
+            assert len(list(cold.rglob("*.dcm"))) == 1
+            assert not list((server.data_dir / "blobs" / "instances").rglob("*.dcm"))
+            url = f"/dicom-web/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
+            frame = http.get(
+                f"{url}/instances/{ds.SOPInstanceUID}/frames/1",
+                headers={"Accept": 'multipart/related; type="application/octet-stream"'},
+            )
+            assert frame.status_code == 200 and ds.PixelData in frame.content
+    finally:
+        server.stop()
+
+
 def test_s3_cold_tier_is_a_storage_class_and_still_opens(
     tmp_path: Path,
     database_url: str,

@@ -24,6 +24,7 @@ import contextlib
 import logging
 import os
 import secrets
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -275,3 +276,38 @@ def run_lifecycle(
     if report.studies:
         log.info("lifecycle: %d stud(ies) moved to the cold tier", len(report.studies))
     return report
+
+
+class LifecycleWorker:
+    """``run_lifecycle`` every ``tier_interval_seconds`` in ``serve`` (when ``cold_after_days``
+    is set), under a lease: several ``serve`` against one index move each study once."""
+
+    def __init__(self, archive: Archive) -> None:
+        from cloudfilm.background import Lease
+
+        self.archive = archive
+        self.interval = max(0.5, archive.settings.tier_interval_seconds)
+        self.lease = Lease(archive.db, "lease:lifecycle", seconds=max(60.0, 3 * self.interval))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="lifecycle", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                if self.lease.held():
+                    run_lifecycle(self.archive)
+            except ValueError as exc:  # no cold tier configured: nothing will ever move
+                log.error("lifecycle stopped: %s", exc)
+                return
+            except Exception:
+                log.exception("lifecycle run failed (tried again in %.0f s)", self.interval)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=30)
+        with contextlib.suppress(Exception):
+            self.lease.release()

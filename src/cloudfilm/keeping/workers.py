@@ -32,3 +32,9 @@ def install_keeping_workers(app: FastAPI, archive: Archive, *, background: bool 
         app.state.replica_worker = copier = ReplicaWorker(archive)
         copier.start()
         app.router.on_shutdown.append(copier.stop)
+    if archive.settings.cold_after_days > 0:  # the cold tier's lifecycle (keeping/tiering.py)
+        from cloudfilm.keeping.tiering import LifecycleWorker
+
+        lifecycle = LifecycleWorker(archive)
+        lifecycle.start()
+        app.router.on_shutdown.append(lifecycle.stop)
