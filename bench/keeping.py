@@ -306,6 +306,11 @@ def main() -> None:
     for name in ("verifier", "replication"):
         for label, value in results.get(name, {}).items():
             print(f"{name:12} {label:26} {value}")
+    for mode in ("plain", "encrypted"):
+        if mode in results.get("encryption", {}):
+            got = results["encryption"][mode]
+            print(f"{'encryption':12} {mode:26} frames/s httpx {got['httpx']['frames_per_s']}, "
+                  f"curl {got['curl']['frames_per_s']}")  # fmt: skip
     print(f"saved {save('keeping', results)}")
 
 

@@ -26,6 +26,7 @@ from cloudfilm.access.tokens import create_token
 from cloudfilm.archive import Archive
 from cloudfilm.config import Settings
 from cloudfilm.keeping.models import ReplicaItem
+from cloudfilm.keeping.replica import copy_due, queue_recent
 from cloudfilm.storage.blobs import BlobStore, FileBlobStore, S3BlobStore
 from cloudfilm.storage.database import Database
 from cloudfilm.storage.models import Instance
@@ -260,6 +261,14 @@ def test_catch_up_queues_what_was_stored_before_the_replica(
         assert archive.ingest(data, hospital=1).outcome == "stored"
         assert archive.ingest(data, hospital=1).outcome == "duplicate"
         assert _rows(database_url)[1] == 1
+        # a report PDF written now is found by the worker's look at what is new
+        later = b"%PDF-1.4 a corrected report\n"
+        key = f"reports/{hashlib.sha256(later).hexdigest()}.pdf"
+        archive.blobs.put(key, later)
+        assert queue_recent(archive) == 1  # the earlier PDF is in the replica already
+        assert copy_due(archive) == (2, 0)
+        assert (replica_dir / key).read_bytes() == later
+        assert queue_recent(archive) == 0
     finally:
         archive.close()
     shutil.rmtree(replica_dir)

@@ -10,7 +10,8 @@ the row, with a back-off per blob that doubles up to 10 minutes; the first copy 
 again makes every waiting row due at once, so the replica catches up as soon as it is back.
 
 ``cloudfilm replicate --catch-up`` queues the blobs held before the replica was configured
-(instances, and the report PDFs under ``reports/``) that the replica does not have.
+(instances, and the report PDFs under ``reports/``) that the replica does not have. Report
+PDFs written later are found by the worker's look every ``SCAN_SECONDS`` at what is new.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import hashlib
 import logging
 import re
 import threading
+import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -32,7 +34,7 @@ from cloudfilm.background import Lease, backoff
 from cloudfilm.keeping.models import ReplicaItem
 from cloudfilm.metrics import instruments
 from cloudfilm.storage.blobs import BlobNotFound, BlobStore
-from cloudfilm.storage.models import Instance, utcnow
+from cloudfilm.storage.models import IndexState, Instance, utcnow
 from cloudfilm.storage.replicated import primary_of, replica_of
 
 if TYPE_CHECKING:
@@ -47,6 +49,10 @@ COPIERS = 4
 """Copies in flight: S3 round trips overlap; a folder on another disk is not helped by more."""
 POLL_SECONDS = 0.5
 """Instances stored by other processes (DICOM and HTTP workers) are noticed this often."""
+SCAN_KEY = "keeping.replica_scan"
+SCAN_SECONDS = 300.0
+"""Blobs that are not instances (report PDFs) are not queued where they are written: the
+worker looks for new ones this often (by modification time, since its last look)."""
 _SHA_IN_KEY = re.compile(r"(?:^|/)([0-9a-f]{64})(?:\.[A-Za-z0-9_-]+)?\.[a-z]+$")
 
 
@@ -290,6 +296,31 @@ def _queue_missing(archive: Archive, replica: BlobStore, keys: list[tuple[str, s
     return len(rows)
 
 
+def queue_recent(archive: Archive, prefix: str = "reports/") -> int:
+    """Queue the blobs under ``prefix`` written since the last look that the replica lacks
+    (the look's time is kept in ``index_state``; a minute's overlap covers clocks)."""
+    with archive.db.read() as session:
+        row = session.get(IndexState, SCAN_KEY)
+    since = float(row.value) if row is not None and row.value else 0.0
+    started = time.time()
+    replica = open_replica(archive)
+    fresh = [
+        (key, "")
+        for key, mtime in primary_of(archive.blobs).list_keys(prefix)
+        if mtime >= since - 60
+    ]
+    queued = 0
+    for i in range(0, len(fresh), 500):
+        queued += _queue_missing(archive, replica, fresh[i : i + 500])
+    with archive.db.write() as session:
+        row = session.get(IndexState, SCAN_KEY)
+        if row is None:
+            session.add(IndexState(key=SCAN_KEY, value=f"{started:.0f}"))
+        else:
+            row.value = f"{started:.0f}"
+    return queued
+
+
 # -- the background worker -----------------------------------------------------------------
 
 
@@ -320,12 +351,16 @@ class ReplicaWorker:
             log.exception("could not release the replica lease")
 
     def _run(self) -> None:
+        scanned = 0.0
         while not self.stopping.is_set():
             wait = POLL_SECONDS
             try:
                 if not self.lease.held():
                     self.stopping.wait(LEASE_SECONDS / 3)
                     continue
+                if time.monotonic() - scanned > SCAN_SECONDS:
+                    scanned = time.monotonic()
+                    queue_recent(self.archive)
                 done, failed = copy_due(self.archive, self.pool)
                 if failed and not done:  # the replica is down (or everything due is stuck)
                     self.failures += 1
