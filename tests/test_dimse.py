@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import subprocess
 import threading
 from pathlib import Path
@@ -18,6 +19,9 @@ from pynetdicom.sop_class import (
     StudyRootQueryRetrieveInformationModelGet,
     Verification,
 )
+
+from cloudfilm.archive import Archive
+from cloudfilm.config import Settings
 
 from .conftest import ServerProcess, dcmtk, free_port
 from .factory import make_dataset, to_bytes
@@ -420,13 +424,18 @@ def test_compressed_transfer_syntaxes_are_accepted(server: ServerProcess) -> Non
     images = find(server, "QueryRetrieveLevel=IMAGE", "SOPInstanceUID")
     assert {i.SOPInstanceUID for i in images} == set(stored)
     # stored as received: byte-identical data set (file meta is the receiver's own)
-    blobs = list((server.data_dir / "blobs" / "instances").rglob("*.dcm"))
-    assert len(blobs) == len(stored)
-    for blob in blobs:
-        got = pydicom.dcmread(blob)
-        sent = pydicom.dcmread(stored[got.SOPInstanceUID])
-        assert got.file_meta.TransferSyntaxUID == sent.file_meta.TransferSyntaxUID
-        assert got.PixelData == sent.PixelData
+    # read through the storage area (an encrypted folder holds ciphertext on disk)
+    store = Archive(Settings(data_dir=server.data_dir, database_url=server.database_url))
+    try:
+        keys = [key for key, _ in store.blobs.list_keys("instances/")]
+        assert len(keys) == len(stored)
+        for key in keys:
+            got = pydicom.dcmread(io.BytesIO(store.blobs.get(key)))
+            sent = pydicom.dcmread(stored[got.SOPInstanceUID])
+            assert got.file_meta.TransferSyntaxUID == sent.file_meta.TransferSyntaxUID
+            assert got.PixelData == sent.PixelData
+    finally:
+        store.close()
 
 
 def test_many_associations_at_once(server: ServerProcess, tmp_path: Path) -> None:
