@@ -36,7 +36,9 @@ OLD_TOKEN = "cf_" + "o" * 43
 
 def _insert(conn: sa.Connection, table: sa.Table, **values: Any) -> int:
     """Insert a row into a reflected old table, filling the NOT NULL columns the old models
-    filled by default (0, '' or now)."""
+    filled by default (0, '' or now). Values of columns the old table did not have yet (what
+    today's parser also extracts) are left out."""
+    values = {k: v for k, v in values.items() if k in table.columns}
     for col in table.columns:
         if col.name in values or col.primary_key or col.nullable:
             continue
