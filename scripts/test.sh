@@ -9,4 +9,7 @@ echo "==> ruff check"
 echo "==> ruff format --check"
 .venv/bin/ruff format --check src tests bench
 echo "==> pytest"
-exec .venv/bin/python -m pytest "$@"
+# One test process per core (CLOUDFILM_TEST_WORKERS to change it, 0 for none), each taking
+# whole files so a module's server is started once; every test has its own ports, folders and
+# index, so processes never share state.
+exec .venv/bin/python -m pytest -n "${CLOUDFILM_TEST_WORKERS:-auto}" --dist loadfile "$@"

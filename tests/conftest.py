@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -46,39 +47,88 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _pg_database() -> Iterator[str]:
+PG_DSN = PG_ADMIN_URL.replace("postgresql+psycopg://", "postgresql://")
+_templates: dict[str, str] = {}
+"""Per test process: an index of each engine migrated once, which every fresh index copies.
+
+Migrating takes ~1 s on PostgreSQL and ~0.6 s on SQLite; a copy (``CREATE DATABASE ...
+TEMPLATE``, a file copy) is what a fresh index costs instead, hundreds of times per run. The
+copy is what ``cloudfilm serve`` makes of an empty index; tests of migrating itself ask for an
+index never migrated (``@pytest.mark.unmigrated_index``)."""
+
+
+def _pg_admin(sql: str) -> None:
     import psycopg
 
+    with psycopg.connect(PG_DSN, autocommit=True, connect_timeout=5) as conn:
+        conn.execute(sql)
+
+
+def _template(engine: str) -> str:
+    if engine not in _templates:
+        from cloudfilm.storage.database import Database
+
+        if engine == "sqlite":
+            path = Path(tempfile.mkdtemp(prefix="cf-template-")) / "index.sqlite3"
+            url, _templates[engine] = f"sqlite:///{path}", str(path)
+        else:
+            name = f"cf_template_{uuid.uuid4().hex[:12]}"
+            _pg_admin(f'CREATE DATABASE "{name}"')
+            url, _templates[engine] = f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}", name
+        db = Database(url)
+        db.upgrade()
+        db.dispose()  # no connection may stay open on a PostgreSQL template
+        if engine == "sqlite":
+            assert not Path(f"{path}-wal").exists(), "the template's WAL was not checkpointed"
+    return _templates[engine]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _drop_templates() -> Iterator[None]:
+    yield
+    if "postgresql" in _templates:
+        _pg_admin(f'DROP DATABASE IF EXISTS "{_templates.pop("postgresql")}" WITH (FORCE)')
+    if "sqlite" in _templates:
+        shutil.rmtree(Path(_templates.pop("sqlite")).parent, ignore_errors=True)
+
+
+def _pg_database(migrated: bool = True) -> Iterator[str]:
     name = f"cf_test_{uuid.uuid4().hex[:12]}"
-    dsn = PG_ADMIN_URL.replace("postgresql+psycopg://", "postgresql://")
-    with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    base = PG_ADMIN_URL.rsplit("/", 1)[0]
+    template = f' TEMPLATE "{_template("postgresql")}"' if migrated else ""
+    _pg_admin(f'CREATE DATABASE "{name}"{template}')
     try:
-        yield f"{base}/{name}"
+        yield f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
     finally:
-        with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _sqlite_database(path: Path, migrated: bool = True) -> str:
+    if migrated:
+        shutil.copyfile(_template("sqlite"), path)
+    return f"sqlite:///{path}"
+
+
+def _index(engine: str, folder: Path, migrated: bool) -> Iterator[str]:
+    if engine == "sqlite":
+        yield _sqlite_database(folder / "index.sqlite3", migrated)
+    else:
+        yield from _pg_database(migrated)
 
 
 @pytest.fixture(params=ENGINES)
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A fresh, empty index on each engine."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'index.sqlite3'}"
-    else:
-        yield from _pg_database()
+    """A fresh index on each engine, holding what a first start leaves: the schema at the
+    newest revision (empty with ``@pytest.mark.unmigrated_index``)."""
+    migrated = request.node.get_closest_marker("unmigrated_index") is None
+    yield from _index(request.param, tmp_path, migrated)
 
 
 @pytest.fixture(scope="module", params=ENGINES)
 def module_db(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
-    """A fresh, empty index on each engine, shared by one test module's server."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path_factory.mktemp('idx') / 'index.sqlite3'}"
-    else:
-        yield from _pg_database()
+    """A fresh index on each engine, shared by one test module's server."""
+    yield from _index(request.param, tmp_path_factory.mktemp("idx"), True)
 
 
 @pytest.fixture
@@ -228,3 +278,20 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
                     ARTIFACTS.mkdir(exist_ok=True)
                     for log in Path(tmp).glob("server-*.log"):
                         shutil.copy(log, ARTIFACTS / f"{item.name}-{log.name}")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """``@pytest.mark.engines("sqlite")``: a test whose subject is not the index (a viewer, a
+    DICOM transport, a file store) runs on one engine instead of both; each engine's own
+    behaviour is tested by the tests left on both."""
+    marker = metafunc.definition.get_closest_marker("engines")
+    if marker is None:
+        return
+    unknown = set(marker.args) - set(ENGINES)
+    assert marker.args and not unknown, f"engines({marker.args}): known are {ENGINES}"
+    for fixture, scope in (("database_url", "function"), ("module_db", "module")):
+        if fixture in metafunc.fixturenames:
+            # as a parametrize mark, which takes precedence over the fixture's own params
+            mark = pytest.mark.parametrize(fixture, list(marker.args), indirect=True, scope=scope)
+            metafunc.definition.add_marker(mark)

@@ -21,6 +21,8 @@ from cloudfilm.storage.blobs import BlobNotFound, FileBlobStore, S3BlobStore, in
 from .conftest import dcmtk, free_port
 from .factory import make_dataset, make_instance, to_bytes
 
+pytestmark = pytest.mark.engines("sqlite")  # the blob stores, not the index
+
 
 @pytest.fixture(scope="module")
 def s3_endpoint() -> Iterator[str]:

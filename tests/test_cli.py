@@ -8,6 +8,7 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
 from sqlalchemy import func, select, update
 
 from cloudfilm.storage.database import Database
@@ -34,6 +35,7 @@ def cli(tmp_path: Path, database_url: str, *args: str) -> subprocess.CompletedPr
     )
 
 
+@pytest.mark.engines("sqlite")  # the CLI's import, one ingest path tested on both
 def test_import_folders_and_zips_with_summary(tmp_path: Path, database_url: str) -> None:
     src = tmp_path / "src"
     (src / "nested" / "deeper").mkdir(parents=True)

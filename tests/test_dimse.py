@@ -310,6 +310,7 @@ def test_move_to_configured_destination(server_factory, tmp_path: Path) -> None:
         scp.wait()
 
 
+@pytest.mark.engines("sqlite")  # DIMSE transport, not the index
 def test_allow_list_refuses_unknown_ae_and_per_service(server_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     server = server_factory(
         env_extra={
@@ -506,6 +507,7 @@ def test_get_with_pynetdicom_scu(server: ServerProcess, tmp_path: Path) -> None:
     assert [str(r.PatientName) for r in results] == ["Test^Patient"]
 
 
+@pytest.mark.engines("sqlite")  # DIMSE transport, not the index
 def test_worker_processes_share_the_port_and_die_with_the_server(
     server_factory,
     tmp_path: Path,  # type: ignore[no-untyped-def]
@@ -545,6 +547,7 @@ def test_worker_processes_share_the_port_and_die_with_the_server(
     )
 
 
+@pytest.mark.engines("sqlite")  # DIMSE transport, not the index
 def test_association_limit_is_a_clear_rejection(server_factory) -> None:  # type: ignore[no-untyped-def]
     """Out of resources at association level: a transient rejection, not a hang."""
     server = server_factory(
@@ -572,6 +575,7 @@ def test_association_limit_is_a_clear_rejection(server_factory) -> None:  # type
     assert proc.returncode == 0
 
 
+@pytest.mark.engines("sqlite")  # DIMSE transport, not the index
 def test_move_decompresses_for_a_destination_that_refuses_compression(
     server_factory,  # type: ignore[no-untyped-def]
     tmp_path: Path,

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from alembic import command
 from fastapi.testclient import TestClient
@@ -164,6 +165,7 @@ def _old_index(settings: Settings) -> dict[str, str]:
     return {"study_uid": study_uid, "sop": f"{series_uid}.1"}
 
 
+@pytest.mark.unmigrated_index
 def test_an_index_from_before_hospitals_upgrades_without_losing_anything(
     settings: Settings, tmp_path: Path
 ) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import pyotp
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
@@ -13,6 +14,8 @@ from cloudfilm.accounts.aes import list_aes, register_ae
 from cloudfilm.accounts.users import get_user, list_users
 from cloudfilm.storage.models import AuditEvent
 from tests.console.conftest import PASSWORD, Console, banner, csrf_of, hidden, totp_now
+
+pytestmark = pytest.mark.engines("postgresql")  # the admin pages, not the index
 
 USERS, AES, TOKENS = "/console/admin/users", "/console/admin/aes", "/console/admin/tokens"
 

@@ -15,6 +15,8 @@ from cloudfilm.accounts.users import enable_totp, set_disabled
 from cloudfilm.storage.models import AuditEvent, utcnow
 from tests.console.conftest import PASSWORD, Console, banner, csrf_of, hidden, totp_now
 
+pytestmark = pytest.mark.engines("sqlite")  # sessions and lockouts, not the index
+
 RECHECK = 1.1
 """A little more than the session cache's second."""
 

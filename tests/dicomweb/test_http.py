@@ -8,6 +8,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 
 from cloudfilm.demo import DemoManifest
@@ -15,6 +16,8 @@ from cloudfilm.storage.database import Database
 from cloudfilm.storage.models import AuditEvent
 from tests.dicomweb.conftest import DicomWeb, start_server, stow
 from tests.procs import child_pids
+
+pytestmark = pytest.mark.engines("postgresql")  # HTTP behaviour, not the index
 
 FRAMES = 'multipart/related; type="application/octet-stream"; transfer-syntax=*'
 

@@ -6,11 +6,14 @@ import io
 
 import numpy as np
 import pydicom
+import pytest
 from PIL import Image
 
 from cloudfilm.demo import CodecSample, DemoManifest
 from tests.dicomweb.conftest import DicomWeb
 from tests.dicomweb.helpers import frame_of, read
+
+pytestmark = pytest.mark.engines("sqlite")  # rendering, not the index
 
 PNG = {"Accept": "image/png"}
 

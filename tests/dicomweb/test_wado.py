@@ -11,6 +11,8 @@ from cloudfilm.demo import CodecSample, DemoManifest
 from tests.dicomweb.conftest import DicomWeb
 from tests.dicomweb.helpers import decode_frame, frame_of, part_syntax, parts, read
 
+pytestmark = pytest.mark.engines("sqlite")  # pixel and byte serving, not the index
+
 ELE = "1.2.840.10008.1.2.1"
 DICOM_AS_STORED = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 OCTET_AS_STORED = 'multipart/related; type="application/octet-stream"; transfer-syntax=*'

@@ -20,7 +20,7 @@ from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
 
-from tests.conftest import ServerProcess, _pg_database, dcmtk
+from tests.conftest import ServerProcess, _pg_database, _sqlite_database, dcmtk
 from tests.factory import make_dataset, to_bytes
 
 from . import rawpeer as ul
@@ -33,7 +33,7 @@ def serve(
     folder = factory.mktemp(f"interop-{engine}")
     with contextlib.ExitStack() as stack:
         if engine == "sqlite":
-            url = f"sqlite:///{folder / 'index.sqlite3'}"
+            url = _sqlite_database(folder / "index.sqlite3")
         else:
             url = stack.enter_context(contextlib.contextmanager(_pg_database)())
         server = ServerProcess(data_dir=folder / "data", database_url=url, env_extra=env)

@@ -29,7 +29,10 @@ from pynetdicom.sop_class import (
 from tests.conftest import ServerProcess, dcmtk, free_port
 from tests.factory import make_dataset, to_bytes
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [
+    pytest.mark.engines("postgresql"),  # the DIMSE service, not the index
+    pytest.mark.timeout(120),
+]
 
 MODALITY = "MODALITY"
 """May store, and is a move destination: reports can reach it on a new association."""

@@ -38,7 +38,10 @@ from tests.conftest import ServerProcess, dcmtk, free_port
 from tests.dimse.orthanc import Orthanc
 from tests.factory import make_dataset, to_bytes
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [
+    pytest.mark.engines("sqlite"),  # Orthanc as a peer, not the index
+    pytest.mark.timeout(180),
+]
 
 CT_SLICES = 6
 CT_SIZE = 256

@@ -36,6 +36,8 @@ from tests.conftest import ServerProcess, free_port
 from tests.dicomweb.conftest import stow
 from tests.factory import make_dataset, to_bytes
 
+pytestmark = pytest.mark.engines("postgresql")  # the export's contents, not the index
+
 ADMIN = Principal(kind="user", id="admin:test", scopes=frozenset({"admin"}), hospital=1)
 SKIP_GROUPS = {0x0000, 0x0002, 0x0004, 0xFFFA, 0xFFFC}
 """Command, file meta, DICOMDIR and signature/padding elements are not data set attributes."""

@@ -30,6 +30,8 @@ from ..dicomweb.helpers import parts
 from ..factory import make_dataset, make_instance, to_bytes
 from ..test_blobs import s3_endpoint  # noqa: F401  (the moto S3 server fixture)
 
+pytestmark = pytest.mark.engines("sqlite")  # the file store, not the index
+
 KMS_KEY = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
 KEK = "kek-serve:" + base64.b64encode(hashlib.sha256(b"serve test").digest()).decode()
 

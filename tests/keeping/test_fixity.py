@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 from fastapi.testclient import TestClient
 from prometheus_client import REGISTRY
 from pydicom.uid import generate_uid
@@ -32,6 +33,8 @@ from cloudfilm.keeping.models import FixityEvent
 from cloudfilm.keeping.replica import copy_due, queue_status
 from cloudfilm.storage.models import AuditEvent, IndexState, Instance
 from tests.factory import make_instance
+
+pytestmark = pytest.mark.engines("sqlite")  # blobs re-read, not the index
 
 PASSWORD = "Kx7-harbour-lantern"
 

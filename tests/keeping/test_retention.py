@@ -197,6 +197,7 @@ def test_recovery_does_not_bring_back_a_deleted_blob(archive: Archive) -> None:
         assert set(names.scalars()) == {""}
 
 
+@pytest.mark.engines("postgresql")  # storage tiers through serve; the index side is tested on both
 def test_deleted_sop_sent_again_through_serve_is_stored_anew(
     tmp_path: Path, database_url: str
 ) -> None:
@@ -252,6 +253,7 @@ def test_deleted_sop_sent_again_through_serve_is_stored_anew(
         server.stop()
 
 
+@pytest.mark.engines("postgresql")  # storage tiers through serve; the index side is tested on both
 def test_cold_folder_study_still_opens_through_dicomweb(tmp_path: Path, database_url: str) -> None:
     cold = tmp_path / "cold"
     env = {"CLOUDFILM_COLD_BLOB_URL": cold.as_uri()}
@@ -297,6 +299,7 @@ def test_cold_folder_study_still_opens_through_dicomweb(tmp_path: Path, database
         server.stop()
 
 
+@pytest.mark.engines("postgresql")  # storage tiers through serve; the index side is tested on both
 def test_serve_moves_old_studies_to_the_cold_folder_by_itself(
     tmp_path: Path, database_url: str
 ) -> None:
@@ -331,6 +334,7 @@ def test_serve_moves_old_studies_to_the_cold_folder_by_itself(
         server.stop()
 
 
+@pytest.mark.engines("postgresql")  # storage tiers through serve; the index side is tested on both
 def test_s3_cold_tier_is_a_storage_class_and_still_opens(
     tmp_path: Path,
     database_url: str,

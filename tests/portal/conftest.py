@@ -180,8 +180,9 @@ def csrf_of(client: TestClient, path: str) -> str:
 
 @pytest.fixture
 def portal(archive: Archive) -> Iterator[Portal]:
-    app = create_app(archive)
-    app.state.film_issuer.stop()  # tests drive issuing themselves (run_once), deterministically
+    # no background work: tests drive issuing themselves (run_once), deterministically, and no
+    # verifier thread outlives the test's index
+    app = create_app(archive, background=False)
     _info, token = create_token(archive.db, "reporting system", "read,write", hospital=1)
     hospital = TestClient(app, headers={"Authorization": f"Bearer {token}"})
     p = Portal(archive=archive, app=app, hospital=hospital)

@@ -8,11 +8,14 @@ over the films the in-process portal issued in the same index and data directory
 from __future__ import annotations
 
 import httpx
+import pytest
 from sqlalchemy import select
 
 from cloudfilm.storage.models import AuditEvent
 from tests.conftest import ServerProcess
 from tests.portal.conftest import Portal
+
+pytestmark = pytest.mark.engines("sqlite")  # the reverse proxy's headers, not the index
 
 
 def _wrong(code: str) -> str:

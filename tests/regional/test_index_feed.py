@@ -369,7 +369,9 @@ def serving(settings: Settings) -> tuple[Archive, object]:
 
 
 def stop(archive: Archive, app: object) -> None:
-    app.state.index_pusher.stop()  # type: ignore[attr-defined]
+    """What ``serve`` does at shutdown: every background worker stops (the pusher included)."""
+    for handler in app.router.on_shutdown:  # type: ignore[attr-defined]
+        handler()
     archive.close()
 
 

@@ -8,6 +8,7 @@ parameter set); neither a password nor its hash is ever logged or shown.
 
 from __future__ import annotations
 
+import functools
 import re
 import secrets
 from dataclasses import dataclass
@@ -42,8 +43,13 @@ USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{1,63}$")
 PHONE = re.compile(r"^1\d{10}$")
 MIN_PASSWORD = 10
 _hasher = PasswordHasher()
-_DUMMY = _hasher.hash(secrets.token_urlsafe(16))
-"""Verified against when the user does not exist, so a wrong username costs the same time."""
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """What an unknown username is checked against, so it takes as long as a known one; made
+    on first use, not at import (a hash costs ~150 ms, paid by every process that imports)."""
+    return _hasher.hash(secrets.token_urlsafe(16))
 
 
 class UserError(ValueError):
@@ -184,7 +190,7 @@ def verify_password(db: Database, login: str, password: str) -> UserInfo | None:
     same time whether or not the user exists."""
     with db.read() as session:
         row = _find(session, login)
-        encoded = row.password_hash if row is not None else _DUMMY
+        encoded = row.password_hash if row is not None else _dummy_hash()
         try:
             _hasher.verify(encoded, password)
         except (VerifyMismatchError, VerificationError, InvalidHashError):

@@ -38,3 +38,4 @@ def install_portal(app: FastAPI, archive: Archive, *, start_issuer: bool = True)
     app.state.film_notifier = issuer.notifier
     if start_issuer:
         issuer.start()
+        app.router.on_shutdown.append(issuer.stop)

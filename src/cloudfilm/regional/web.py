@@ -26,3 +26,4 @@ def install_regional(app: FastAPI, archive: Archive, *, background: bool = True)
 
         app.state.index_pusher = IndexPusher(archive)  # serve only: workers pass False
         app.state.index_pusher.start()
+        app.router.on_shutdown.append(app.state.index_pusher.stop)  # gives its lease back

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import os
+import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -93,16 +95,48 @@ class Database:
             fcntl.flock(self._lock_file, fcntl.LOCK_UN)
 
     def upgrade(self) -> None:
-        """Bring the schema to the newest Alembic revision (``cloudfilm db upgrade``)."""
+        """Bring the schema to the newest Alembic revision (``cloudfilm db upgrade``).
+
+        An index already there is recognised with one query: Alembic itself (its import, the
+        revision scripts, its environment) costs about half a second, paid by every ``serve``,
+        worker process and CLI command that opens the archive."""
+        if self.revision() == head_revision():
+            return
         from alembic import command
 
         command.upgrade(alembic_config(self.url), "head")
+
+    def revision(self) -> str | None:
+        """The index's Alembic revision, None for an index never migrated."""
+        with self.engine.connect() as conn:
+            if not inspect(conn).has_table("alembic_version"):
+                return None
+            rows = conn.exec_driver_sql("SELECT version_num FROM alembic_version").all()
+        return rows[0][0] if len(rows) == 1 else None
 
     def dispose(self) -> None:
         self.engine.dispose()
         if self._lock_file is not None:
             os.close(self._lock_file)
             self._lock_file = None
+
+
+_REVISION = re.compile(r'^(down_)?revision(?:: [^=]+)? = "?([^"\n]*?)"?$', re.MULTILINE)
+
+
+@functools.cache
+def head_revision() -> str:
+    """The newest revision of the scripts in migrations/versions, read as text: the one no
+    other script names as its ``down_revision`` (tests/test_migrations.py holds this to what
+    Alembic computes)."""
+    revisions, downs = set(), set()
+    for script in (MIGRATIONS / "versions").glob("*.py"):
+        for down, value in _REVISION.findall(script.read_text(encoding="utf-8")):
+            (downs if down else revisions).add(value)
+    heads = revisions - downs
+    if len(heads) != 1:
+        raise RuntimeError(f"migrations must have one head, found {sorted(heads)}")
+    return heads.pop()
 
 
 def alembic_config(url: str):  # type: ignore[no-untyped-def]
