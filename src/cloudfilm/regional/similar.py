@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, literal, or_, select, union_all
 from sqlalchemy.orm import Session
 
 from cloudfilm.accounts.models import Hospital
@@ -219,8 +219,10 @@ def exams_of_person(
             Study.hospital_pk,
             Hospital.code,
             Hospital.name,
+            Person.person_id,
         )
         .join(PersonLink, PersonLink.patient_pk == Study.patient_pk)
+        .join(Person, Person.pk == PersonLink.person_pk)
         .join(Hospital, Hospital.pk == Study.hospital_pk)
         .where(
             PersonLink.person_pk == person_pk,
@@ -244,7 +246,6 @@ def exams_of_person(
     if not candidates:
         return []
     found_regions = _study_regions(session, [c[0] for c in candidates], fam)
-    person_id = session.execute(select(Person.person_id).where(Person.pk == person_pk)).scalar()
     out = []
     for row, mods, day, ago in candidates:
         regions = found_regions.get(row.pk, EMPTY)
@@ -253,7 +254,7 @@ def exams_of_person(
         out.append(
             SimilarExam(
                 person_pk=person_pk,
-                person_id=person_id or "",
+                person_id=row.person_id or "",
                 study_pk=row.pk,
                 study_uid=row.study_uid,
                 index_id=row.index_id,
@@ -300,20 +301,19 @@ def _study_regions(session: Session, rows: list[Any], fam: str | None) -> dict[i
     """Each study's regions: its series' Body Part Examined (series of the planned family, or
     of no stated modality), its description, and its current report's exam name and body part."""
     by_pk: dict[int, set[str]] = {r.pk: set(regions_of(r.description)) for r in rows}
-    pk_of = {r.study_uid: r.pk for r in rows}
-    for study_pk, modality, body_part in session.execute(
-        select(Series.study_pk, Series.modality, Series.body_part).where(
-            Series.study_pk.in_(list(by_pk))
-        )
-    ):
-        if body_part and (fam is None or not modality or family(modality) == fam):
+    pks = list(by_pk)
+    # one round trip for both: the series' body parts, then the current reports' exam names
+    series = select(
+        Series.study_pk, literal("S").label("source"), Series.modality, Series.body_part
+    ).where(Series.study_pk.in_(pks))
+    reports = (
+        select(Study.pk, literal("R"), Report.exam_name, Report.body_part)
+        .join(Study, Study.study_uid == Report.study_uid)
+        .where(Study.pk.in_(pks), Report.current.is_(True))
+    )
+    for study_pk, source, text, body_part in session.execute(union_all(series, reports)):
+        if source == "R":
+            by_pk[study_pk] |= regions_of(text) | regions_of(body_part)
+        elif body_part and (fam is None or not text or family(text) == fam):
             by_pk[study_pk] |= regions_of(body_part)
-    for study_uid, exam_name, body_part in session.execute(
-        select(Report.study_uid, Report.exam_name, Report.body_part).where(
-            Report.study_uid.in_(list(pk_of)), Report.current.is_(True)
-        )
-    ):
-        pk = pk_of.get(study_uid or "")
-        if pk is not None:
-            by_pk[pk] |= regions_of(exam_name) | regions_of(body_part)
     return {pk: frozenset(regions) for pk, regions in by_pk.items()}
