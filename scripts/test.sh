@@ -9,7 +9,8 @@ echo "==> ruff check"
 echo "==> ruff format --check"
 .venv/bin/ruff format --check src tests bench
 echo "==> pytest"
-# One test process per core (CLOUDFILM_TEST_WORKERS to change it, 0 for none), each taking
-# whole files so a module's server is started once; every test has its own ports, folders and
-# index, so processes never share state.
-exec .venv/bin/python -m pytest -n "${CLOUDFILM_TEST_WORKERS:-auto}" --dist loadfile "$@"
+# One test process per core (CLOUDFILM_TEST_WORKERS to change it, 0 for none). worksteal:
+# each process starts with a contiguous half of the tests (a module's server is started once)
+# and an idle one takes tests from the other's end, so no core waits out a long last file.
+# Every test has its own ports, folders and index, so processes never share state.
+exec .venv/bin/python -m pytest -n "${CLOUDFILM_TEST_WORKERS:-auto}" --dist worksteal "$@"
